@@ -1,0 +1,211 @@
+"""The `edgead` command line: train, eval, predict, doctor, demo-data.
+
+Heavy modules (torch, the kit, the export stage) are imported inside the commands that need them.
+User errors print as one line without a traceback and exit with status 2; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgead import __version__
+from edgead.errors import ConfigError, EdgeADError
+
+BACKENDS = ("tensorrt", "onnxruntime", "torchscript")
+
+
+class EdgeADGroup(click.Group):
+    """Prints EdgeADError and full disks as one clear message and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeADError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                click.echo(f"error: the disk is full ({exc.filename or 'while writing'}); free space and run again", err=True)
+                sys.exit(2)
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=EdgeADGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgead")
+def main() -> None:
+    """Train anomaly detectors on good images, evaluate them, and score new images."""
+
+
+def _progress(quiet: bool):
+    from edgead.progress import bar_progress, silent_progress
+
+    return silent_progress if quiet else bar_progress
+
+
+def _open_predictor(model: str | None, backend: str | None, device: str):
+    from edgead.artifact import read_artifact
+    from edgead.runtime.predictor import Predictor
+    from edgead.workspace import resolve_model
+
+    artifact = read_artifact(resolve_model(model))
+    return Predictor(artifact, backend=backend, device=device)
+
+
+model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
+backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference backend (default: the first that runs: TensorRT, ONNX Runtime, TorchScript).")
+device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--method", type=click.Choice(["patchcore"]), default="patchcore", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="model.edgead", show_default=True, help="Where to write the model.")
+@click.option("--backbone", type=click.Choice(["efficientnet_lite0", "wide_resnet50_2"]), default="efficientnet_lite0", show_default=True)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Backbone weights file (needed for wide_resnet50_2: torchvision's state_dict).")
+@click.option("--image-size", "image_size_px", type=int, default=256, show_default=True, help="Model input size in pixels (square).")
+@click.option("--coreset", default="0.1", show_default=True, help="Memory bank size: a fraction of all patch features (0.1) or a count (5000).")
+@click.option("--k", type=int, default=1, show_default=True, help="Nearest neighbours averaged per patch score.")
+@click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
+@click.option("--holdout", "holdout_fraction", type=float, default=0.1, show_default=True, help="Fraction of good images held out to calibrate the threshold.")
+@click.option("--blur-sigma", "blur_sigma_px", type=float, default=4.0, show_default=True, help="Gaussian smoothing of the anomaly map, in pixels.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@quiet_option
+def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, feature_dim, holdout_fraction, blur_sigma_px, batch_size, seed, quiet):
+    """Train a detector on the good images of DATA_DIR (an MVTec AD category or a folder of good images)."""
+    from edgead.config import PatchCoreConfig, parse_coreset
+    from edgead.runtime.datasets import open_dataset
+
+    if feature_dim is None and backbone == "wide_resnet50_2":
+        feature_dim = 1024
+    config = PatchCoreConfig(
+        backbone=backbone,
+        image_size_px=image_size_px,
+        feature_dim=feature_dim,
+        k=k,
+        holdout_fraction=holdout_fraction,
+        blur_sigma_px=blur_sigma_px,
+        batch_size=batch_size,
+        seed=seed,
+        **parse_coreset(coreset),
+    )
+    dataset = open_dataset(data_dir)
+    from edgead.export.bundle import write_trained
+    from edgead.kit.patchcore import fit_patchcore
+    from edgead.workspace import remember_model
+
+    trained = fit_patchcore(dataset.train, config, weights=Path(weights) if weights else None, progress=_progress(quiet))
+    path, manifest = write_trained(trained, Path(out))
+
+    remember_model(path)
+    bank = manifest["memory_bank"]
+    post = manifest["postprocess"]
+    click.echo(f"trained {method} on {len(dataset.train)} good images of {data_dir} ({dataset.layout} layout)")
+    click.echo(
+        f"  memory bank: {bank['count']} of {bank['patch_features_seen']} patch features x {bank['dim']} (fp16), "
+        f"coreset radius {bank['coreset_radius']:.4f}"
+    )
+    click.echo(f"  threshold: {post['image_threshold']:.4f} from {post['holdout_images']} held-out good images")
+    timings = manifest["training"]["timings_s"]
+    click.echo("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    for engine in manifest["engines"]:
+        p = engine["parity"]
+        click.echo(
+            f"  engine {engine['format']}/{engine['precision']}: max feature diff {p['max_rel_feature_diff']:.2e} (rel), "
+            f"max score diff {p['max_rel_score_diff']:.2e} (rel) on {p['images']} held-out images"
+        )
+    click.echo(f"wrote {path} (the default model for later commands in this folder)")
+
+
+@main.command("eval")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@model_option
+@backend_option
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
+@quiet_option
+def eval_(data_dir, model, backend, device, as_json, report, quiet):
+    """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
+    from edgead.runtime.datasets import open_dataset
+    from edgead.runtime.evaluate import evaluate
+
+    dataset = open_dataset(data_dir)
+    with _open_predictor(model, backend, device) as predictor:
+        html_report = None
+        if report:
+            from edgead.runtime.report import HtmlReport
+
+            post = predictor.artifact.manifest["postprocess"]
+            html_report = HtmlReport(low=post.get("map_low", 0.0), high=predictor.threshold)
+        result = evaluate(predictor, dataset, progress=_progress(quiet or as_json), on_sample=html_report.add if html_report else None)
+        backend_name = predictor.backend.describe()
+    if as_json:
+        click.echo(json.dumps({"dataset": str(data_dir), "backend": backend_name, **result.metrics, "per_type_image_auroc": result.per_type_auroc, "notes": result.notes}, indent=2))
+    else:
+        click.echo(f"{data_dir}: {len(result.samples)} test images, backend {backend_name}")
+        for key, value in result.metrics.items():
+            click.echo(f"  {key:24s} {value:.4f}")
+        for key, value in result.per_type_auroc.items():
+            click.echo(f"  image_auroc[{key}]{'':{max(0, 11 - len(key))}s} {value:.4f}")
+        for note in result.notes:
+            click.echo(f"  note: {note}")
+    if html_report:
+        html_report.write(report, f"edgead eval — {data_dir}", result.metrics, result.per_type_auroc, result.notes)
+        click.echo(f"report: {report}", err=as_json)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for predictions.jsonl, maps/ and overlays/.")
+@model_option
+@backend_option
+@device_option
+@click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@quiet_option
+def predict(inputs, out, model, backend, device, overlays, batch_size, quiet):
+    """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
+    from edgead.runtime.predict import plan_outputs, predict_to_folder
+
+    jobs = plan_outputs([Path(p) for p in inputs])
+    with _open_predictor(model, backend, device) as predictor:
+        summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
+    click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
+    click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
+
+
+@main.command()
+def doctor():
+    """What is installed and usable: torch, ONNX Runtime, TensorRT, cuda-python, GPU."""
+    from edgead.doctor import report_lines
+
+    for line in report_lines():
+        click.echo(line)
+
+
+@main.command("demo-data")
+@click.argument("out_dir", type=click.Path(file_okay=False), default="demo/data")
+@click.option("--category", "categories", multiple=True, help="Only these categories (brick, grass, gravel).")
+def demo_data(out_dir, categories):
+    """Build the bundled demo dataset (scikit-image CC0 textures with synthetic defects) in MVTec layout."""
+    from edgead.kit.demo_data import DEMO_CATEGORIES, make_demo_dataset
+
+    chosen = tuple(categories) or DEMO_CATEGORIES
+    unknown = sorted(set(chosen) - set(DEMO_CATEGORIES))
+    if unknown:
+        raise ConfigError(f"unknown demo categories {unknown}; choose from {', '.join(DEMO_CATEGORIES)}")
+    for root in make_demo_dataset(Path(out_dir), categories=chosen):
+        click.echo(str(root))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

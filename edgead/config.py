@@ -1,0 +1,86 @@
+"""Frozen configuration dataclasses; the manifest is their serialised form."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from edgead.errors import ConfigError
+
+METHODS = ("patchcore",)
+
+
+@dataclass(frozen=True)
+class PatchCoreConfig:
+    """How a PatchCore-style detector is trained (CLI options of `edgead train` map onto these fields)."""
+
+    backbone: str = "efficientnet_lite0"
+    image_size_px: int = 256
+    # neighbourhood aggregated around each feature cell ("locally aware" patch features), in cells
+    patch_cells: int = 3
+    # channels of the patch feature after fixed average pooling over channels; None keeps them all
+    feature_dim: int | None = None
+    # coreset: a fraction of all patch features (0 < f <= 1) or an absolute count (> 1)
+    coreset_fraction: float | None = 0.1
+    coreset_count: int | None = None
+    projection_dim: int = 64
+    k: int = 1
+    holdout_fraction: float = 0.1
+    blur_sigma_px: float = 4.0
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_size_px < 32 or self.image_size_px % 16:
+            raise ConfigError(
+                f"image size {self.image_size_px} px is not usable: pick a multiple of 16 of at least 32 (e.g. 256)"
+            )
+        if self.patch_cells < 1 or self.patch_cells % 2 == 0:
+            raise ConfigError(f"patch_cells must be an odd number >= 1, got {self.patch_cells}")
+        if (self.coreset_fraction is None) == (self.coreset_count is None):
+            raise ConfigError("set exactly one of coreset_fraction and coreset_count")
+        if self.coreset_fraction is not None and not 0 < self.coreset_fraction <= 1:
+            raise ConfigError(f"coreset fraction must be in (0, 1], got {self.coreset_fraction}")
+        if self.coreset_count is not None and self.coreset_count < 1:
+            raise ConfigError(f"coreset count must be >= 1, got {self.coreset_count}")
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ConfigError(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.blur_sigma_px < 0:
+            raise ConfigError(f"blur sigma must be >= 0 px, got {self.blur_sigma_px}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.projection_dim < 1:
+            raise ConfigError(f"projection dim must be >= 1, got {self.projection_dim}")
+
+    def coreset_target(self, n_features: int) -> int:
+        """Number of bank features to keep out of `n_features`."""
+        if self.coreset_count is not None:
+            return min(self.coreset_count, n_features)
+        return max(1, min(n_features, round(self.coreset_fraction * n_features)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PatchCoreConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown patchcore config keys {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+
+def parse_coreset(value: str) -> dict[str, Any]:
+    """'0.1' -> a fraction, '5000' -> a count; the two PatchCoreConfig fields as keyword arguments."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"--coreset {value!r} is neither a fraction (0.1) nor a count (5000)") from None
+    if 0 < number <= 1 and not (number == 1 and "." not in value):
+        return {"coreset_fraction": number, "coreset_count": None}
+    if number > 1 and number.is_integer():
+        return {"coreset_fraction": None, "coreset_count": int(number)}
+    raise ConfigError(f"--coreset {value!r}: give a fraction in (0, 1] such as 0.1, or a whole count such as 5000")

@@ -1,0 +1,62 @@
+"""`edgead doctor`: one line per component that edgead can use, and whether it works here."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import shutil
+import subprocess
+
+
+def _version(module: str) -> tuple[object | None, str]:
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # an installed package that fails to import is worth reporting as such
+        reason = "not installed" if isinstance(exc, ModuleNotFoundError) else f"fails to import ({exc.__class__.__name__}: {exc})"
+        return None, reason
+    return mod, str(getattr(mod, "__version__", "installed"))
+
+
+def _torch_line() -> str:
+    torch, text = _version("torch")
+    if torch is None:
+        return f"torch          {text} (needed for training and export: pip install 'edgead[train]')"
+    cuda = torch.cuda.is_available()
+    return f"torch          {text}, CUDA {'available' if cuda else 'not available'}"
+
+
+def _gpu_lines() -> list[str]:
+    torch, _ = _version("torch")
+    if torch is not None and torch.cuda.is_available():
+        lines = []
+        for i in range(torch.cuda.device_count()):
+            major, minor = torch.cuda.get_device_capability(i)
+            lines.append(f"gpu {i}          {torch.cuda.get_device_name(i)}, compute capability {major}.{minor} (sm_{major}{minor})")
+        return lines
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+        except (subprocess.SubprocessError, OSError) as exc:
+            return [f"gpu            nvidia-smi failed: {exc}"]
+        return [f"gpu {i}          {row.split(',')[0].strip()}, compute capability {row.split(',')[-1].strip()}" for i, row in enumerate(out.splitlines())] or ["gpu            none found by nvidia-smi"]
+    return ["gpu            none found (no CUDA device visible to torch, no nvidia-smi)"]
+
+
+def report_lines() -> list[str]:
+    """Human-readable lines: python, numpy, opencv, torch, onnx, onnxruntime, tensorrt, cuda-python, GPUs."""
+    lines = [f"python         {platform.python_version()} ({platform.machine()})"]
+    for name, module in (("numpy", "numpy"), ("opencv", "cv2")):
+        lines.append(f"{name:14s} {_version(module)[1]}")
+    lines.append(_torch_line())
+    lines.append(f"onnx           {_version('onnx')[1]}")
+    ort, text = _version("onnxruntime")
+    if ort is not None:
+        text += f", providers: {', '.join(ort.get_available_providers())}"
+    lines.append(f"onnxruntime    {text}")
+    trt, text = _version("tensorrt")
+    lines.append(f"tensorrt       {text}" + ("" if trt else " (engines are built on the device: see jetson/)"))
+    lines.append(f"cuda-python    {_version('cuda')[1] if _version('cuda')[0] else _version('cuda.bindings')[1]}")
+    return lines + _gpu_lines()

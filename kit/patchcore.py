@@ -1,0 +1,182 @@
+"""PatchCore-style detector: patch features of good images, a coreset memory bank, calibrated maps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgead import __version__
+from edgead.artifact import Artifact, npy_bytes
+from edgead.config import PatchCoreConfig
+from edgead.errors import DataError
+from edgead.progress import Progress, silent_progress
+from edgead.kit.backbones import build_backbone
+from edgead.kit.features import PatchFeatureModel
+from edgead.runtime.coreset import greedy_coreset
+from edgead.runtime.images import read_image
+from edgead.runtime.memory_bank import MemoryBank
+from edgead.runtime.postprocess import calibrate, score_features
+from edgead.runtime.preprocess import stack_batch
+
+WEIGHTS_MEMBER = "weights.safetensors"
+BANK_MEMBER = "memory_bank.npy"
+
+
+@dataclass
+class TrainedPatchCore:
+    """What training produced: the feature model, the fp16 bank and the calibration."""
+
+    config: PatchCoreConfig
+    model: PatchFeatureModel
+    bank: np.ndarray
+    calibration: dict[str, float]
+    coreset_radius: float
+    n_patch_features: int
+    grid: tuple[int, int]
+    bank_images: list[str] = field(default_factory=list)
+    holdout_images: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def build_feature_model(config: PatchCoreConfig, weights: Path | None = None, pretrained: bool = True) -> PatchFeatureModel:
+    """The exported graph for `config`: backbone plus patch aggregation, in eval mode."""
+    backbone = build_backbone(config.backbone, weights=weights, pretrained=pretrained)
+    return PatchFeatureModel(backbone, patch_cells=config.patch_cells, feature_dim=config.feature_dim).eval()
+
+
+@torch.inference_mode()
+def extract_features(
+    model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str
+) -> np.ndarray:
+    """Patch features (N, C, h, w) float32 of the images at `paths`, in batches."""
+    size = (config.image_size_px, config.image_size_px)
+    chunks = []
+    with progress(label, len(paths)) as advance:
+        for start in range(0, len(paths), config.batch_size):
+            batch = [read_image(p) for p in paths[start : start + config.batch_size]]
+            chunks.append(model(torch.from_numpy(stack_batch(batch, size))).numpy())
+            advance(len(batch))
+    return np.concatenate(chunks)
+
+
+def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
+    """Good images for the bank, and good images held out to calibrate scores."""
+    paths = list(paths)
+    if len(paths) < 2:
+        raise DataError(
+            f"training needs at least 2 good images (one is held out to calibrate the threshold), found {len(paths)}"
+        )
+    n_holdout = 0 if config.holdout_fraction == 0 else max(1, round(config.holdout_fraction * len(paths)))
+    order = np.random.default_rng(config.seed).permutation(len(paths))
+    holdout = sorted(order[:n_holdout])
+    bank = sorted(order[n_holdout:])
+    return [paths[i] for i in bank], [paths[i] for i in holdout]
+
+
+def fit_patchcore(
+    train_paths: Sequence[Path], config: PatchCoreConfig, weights: Path | None = None, progress: Progress = silent_progress
+) -> TrainedPatchCore:
+    """Train on good images: extract, subsample into the bank, calibrate on held-out images."""
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    model = build_feature_model(config, weights=weights)
+    bank_paths, holdout_paths = split_holdout(train_paths, config)
+    features = extract_features(model, bank_paths, config, progress, "features")
+    n, channels, h, w = features.shape
+    flat = features.transpose(0, 2, 3, 1).reshape(-1, channels)
+    extracted = time.perf_counter()
+    target = config.coreset_target(flat.shape[0])
+    with progress("coreset", target) as advance:
+        coreset = greedy_coreset(flat, target, config.projection_dim, config.seed, advance)
+    bank = flat[coreset.indices].astype(np.float16)
+    subsampled = time.perf_counter()
+    memory_bank = MemoryBank(bank, k=config.k)
+    size = (config.image_size_px, config.image_size_px)
+    # with no hold-out the bank's own images calibrate: their scores are optimistic, the threshold low
+    calib_paths = holdout_paths or bank_paths
+    calib_features = extract_features(model, calib_paths, config, progress, "calibrate")
+    scores, maps = score_features(calib_features, memory_bank, size, config.blur_sigma_px)
+    return TrainedPatchCore(
+        config=config,
+        model=model,
+        bank=bank,
+        calibration=calibrate(scores, maps),
+        coreset_radius=coreset.radius,
+        n_patch_features=int(flat.shape[0]),
+        grid=(h, w),
+        bank_images=[str(p) for p in bank_paths],
+        holdout_images=[str(p) for p in holdout_paths],
+        timings_s={
+            "features": extracted - started,
+            "coreset": subsampled - extracted,
+            "calibration": time.perf_counter() - subsampled,
+        },
+    )
+
+
+def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]]:
+    """The manifest and members of a freshly trained detector (engines are added by export)."""
+    from safetensors.torch import save
+
+    cfg = trained.config
+    model = trained.model
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    manifest = {
+        "format_version": 1,
+        "created_by": f"edgead {__version__}",
+        "method": "patchcore",
+        "config": cfg.to_dict(),
+        "input": {
+            "size_px": [cfg.image_size_px, cfg.image_size_px],
+            "color_order": "RGB",
+            "dtype": "uint8",
+            "layout": "NHWC",
+            # applied inside the exported graph: (pixel - mean*255) / (std*255)
+            "normalisation": {"mean": list(model.backbone.mean), "std": list(model.backbone.std), "inside_graph": True},
+        },
+        # whole frames are resized to the input; tiles of tile_px at stride_px when tiling is enabled
+        "tiling": {"enabled": False, "tile_px": cfg.image_size_px, "stride_px": cfg.image_size_px},
+        "features": {
+            "layout": "NCHW",
+            "channels": model.out_channels,
+            "grid": list(trained.grid),
+            "stride_px": model.stride_px,
+            "backbone": cfg.backbone,
+            "backbone_channels": list(model.backbone.feature_channels),
+        },
+        "memory_bank": {
+            "member": BANK_MEMBER,
+            "count": int(trained.bank.shape[0]),
+            "dim": int(trained.bank.shape[1]),
+            "dtype": "float16",
+            "k": cfg.k,
+            "coreset_radius": trained.coreset_radius,
+            "patch_features_seen": trained.n_patch_features,
+        },
+        "postprocess": {"blur_sigma_px": cfg.blur_sigma_px, "image_score": "max of map", **trained.calibration},
+        "weights": {"member": WEIGHTS_MEMBER, "format": "safetensors"},
+        "training": {
+            "bank_images": len(trained.bank_images),
+            "holdout_images": trained.holdout_images,
+            "timings_s": trained.timings_s,
+        },
+        "engines": [],
+    }
+    members = {WEIGHTS_MEMBER: save(state), BANK_MEMBER: npy_bytes(trained.bank)}
+    return manifest, members
+
+
+def load_feature_model(artifact: Artifact) -> PatchFeatureModel:
+    """Rebuild the eager feature model from an artifact's own config and weights (no hub, no pickle)."""
+    from safetensors.torch import load
+
+    config = PatchCoreConfig.from_dict(artifact.manifest["config"])
+    model = build_feature_model(config, pretrained=False)
+    state = load(artifact.member(artifact.manifest["weights"]["member"]))
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,81 @@
+"""The backend interface and the selection ladder: TensorRT, then ONNX Runtime, then TorchScript."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from edgead.artifact import Artifact
+from edgead.errors import BackendError, DependencyError, EdgeADError
+
+LADDER = ("tensorrt", "onnxruntime", "torchscript")
+
+# backend name -> (module, class); imported only when tried, so no heavy dependency loads early
+_REGISTRY = {
+    "onnxruntime": ("edgead.runtime.backends.onnxrt", "OnnxRuntimeBackend"),
+    "torchscript": ("edgead.runtime.backends.torchscript", "TorchScriptBackend"),
+}
+
+
+class Backend:
+    """Runs the exported feature graph: uint8 (N, H, W, 3) RGB -> float32 features (N, C, h, w)."""
+
+    name = "base"
+
+    def __init__(self, artifact: Artifact, engine: dict[str, Any], device: str) -> None:
+        self.artifact = artifact
+        self.engine = engine
+        self.device = device
+        self._closed = False
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.engine.get('precision', '?')}, {self.device})"
+
+
+def _engine_for(artifact: Artifact, backend: str, precision: str | None) -> dict[str, Any]:
+    entry = artifact.engine(backend, precision)
+    if entry is None:
+        have = ", ".join(f"{e.get('backend')}/{e.get('precision')}" for e in artifact.manifest["engines"]) or "none"
+        want = f"{backend}/{precision}" if precision else backend
+        raise BackendError(f"the model has no {want} engine (it has: {have}); build one with `edgead export`")
+    return entry
+
+
+def open_backend(artifact: Artifact, name: str | None = None, device: str = "cpu", precision: str | None = None) -> Backend:
+    """Open the named backend, or the first of the ladder that can run; the error lists every reason."""
+    if name is not None and name not in LADDER:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(LADDER)}")
+    reasons = []
+    for candidate in [name] if name else LADDER:
+        try:
+            if candidate not in _REGISTRY:
+                raise BackendError(f"the {candidate} backend is not part of this edgead release yet")
+            entry = _engine_for(artifact, candidate, precision)
+            module_name, class_name = _REGISTRY[candidate]
+            cls = getattr(importlib.import_module(module_name), class_name)
+            return cls(artifact, entry, device)
+        except (EdgeADError, ImportError) as exc:
+            reasons.append(f"  {candidate}: {exc}")
+    raise BackendError("no backend can run this model:\n" + "\n".join(reasons))
+
+
+def require(module: str, extra: str) -> Any:
+    """Import an optional dependency or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DependencyError(f"{module} is not installed: pip install 'edgead[{extra}]'") from None

@@ -1,0 +1,61 @@
+"""From patch scores to anomaly maps and image scores; calibration of the decision threshold."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from edgead.runtime.memory_bank import MemoryBank
+
+
+def anomaly_maps(patch_scores: np.ndarray, size_px: tuple[int, int], blur_sigma_px: float) -> np.ndarray:
+    """(N, h, w) patch scores -> (N, H, W) float32 maps at the model input size, bilinear then Gaussian."""
+    height, width = size_px
+    maps = np.empty((patch_scores.shape[0], height, width), dtype=np.float32)
+    for i, scores in enumerate(patch_scores):
+        up = cv2.resize(scores.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        if blur_sigma_px > 0:
+            ksize = 2 * math.ceil(4 * blur_sigma_px) + 1
+            up = cv2.GaussianBlur(up, (ksize, ksize), blur_sigma_px, borderType=cv2.BORDER_REFLECT)
+        maps[i] = up
+    return maps
+
+
+def score_features(
+    features: np.ndarray, bank: MemoryBank, size_px: tuple[int, int], blur_sigma_px: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Patch features (N, C, h, w) -> image scores (N,) and anomaly maps (N, H, W) at the input size."""
+    n, channels, h, w = features.shape
+    queries = features.transpose(0, 2, 3, 1).reshape(-1, channels)
+    patch_scores = bank.score(queries).reshape(n, h, w)
+    maps = anomaly_maps(patch_scores, size_px, blur_sigma_px)
+    return maps.reshape(n, -1).max(axis=1), maps
+
+
+def resize_map(anomaly_map: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) map at the model input size -> the image's own resolution, float32."""
+    height, width = image_hw
+    if anomaly_map.shape == (height, width):
+        return anomaly_map.astype(np.float32, copy=False)
+    return cv2.resize(anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def calibrate(holdout_scores: np.ndarray, holdout_maps: np.ndarray) -> dict[str, float]:
+    """Normalisation statistics and a default threshold from scores of good images held out of the bank.
+
+    The threshold is max(mean + 3 std, largest held-out score): every held-out good image passes.
+    """
+    scores = np.asarray(holdout_scores, dtype=np.float64)
+    mean, std = float(scores.mean()), float(scores.std())
+    pixels = holdout_maps.reshape(-1)
+    return {
+        "image_threshold": max(mean + 3.0 * std, float(scores.max())),
+        "image_score_mean": mean,
+        "image_score_std": std,
+        "image_score_max": float(scores.max()),
+        "holdout_images": int(scores.size),
+        # colour scale of heatmaps: 0 at the typical good pixel, 1 at the image threshold
+        "map_low": float(np.median(pixels)),
+    }
