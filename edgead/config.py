@@ -79,8 +79,8 @@ def parse_coreset(value: str) -> dict[str, Any]:
         number = float(value)
     except ValueError:
         raise ConfigError(f"--coreset {value!r} is neither a fraction (0.1) nor a count (5000)") from None
-    if 0 < number <= 1 and not (number == 1 and "." not in value):
-        return {"coreset_fraction": number, "coreset_count": None}
-    if number > 1 and number.is_integer():
+    if "." not in value and number.is_integer() and number >= 1:
         return {"coreset_fraction": None, "coreset_count": int(number)}
+    if 0 < number <= 1:
+        return {"coreset_fraction": number, "coreset_count": None}
     raise ConfigError(f"--coreset {value!r}: give a fraction in (0, 1] such as 0.1, or a whole count such as 5000")

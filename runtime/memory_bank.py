@@ -63,10 +63,13 @@ class MemoryBank:
                 cand_d = np.take_along_axis(cand_d, keep, axis=1)
                 cand_i = np.take_along_axis(cand_i, keep, axis=1)
             best_d, best_i = cand_d, cand_i
-        order = np.argsort(best_d, axis=1, kind="stable")
-        best_d = np.take_along_axis(best_d, order, axis=1)
-        best_i = np.take_along_axis(best_i, order, axis=1)
-        return np.sqrt(np.maximum(best_d, 0.0)), best_i
+        # the expanded form loses precision for near neighbours (cancellation): recompute the winners directly
+        exact = np.empty(best_i.shape, dtype=np.float32)
+        for j in range(best_i.shape[1]):
+            diff = queries - self.features[best_i[:, j]].astype(np.float32)
+            exact[:, j] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        order = np.argsort(exact, axis=1, kind="stable")
+        return np.take_along_axis(exact, order, axis=1), np.take_along_axis(best_i, order, axis=1)
 
     def score(self, queries: np.ndarray) -> np.ndarray:
         """Patch anomaly scores (Q,): the mean distance to the k nearest bank features (k=1: the nearest)."""
