@@ -19,6 +19,8 @@ class PatchCoreConfig:
     image_size_px: int = 256
     # neighbourhood aggregated around each feature cell ("locally aware" patch features), in cells
     patch_cells: int = 3
+    # input mirrored by this many pixels on each side before the backbone (multiple of 16; 0 = off)
+    reflect_pad_px: int = 32
     # channels of the patch feature after fixed average pooling over channels; None keeps them all
     feature_dim: int | None = None
     # coreset: a fraction of all patch features (0 < f <= 1) or an absolute count (> 1)
@@ -38,6 +40,8 @@ class PatchCoreConfig:
             )
         if self.patch_cells < 1 or self.patch_cells % 2 == 0:
             raise ConfigError(f"patch_cells must be an odd number >= 1, got {self.patch_cells}")
+        if self.reflect_pad_px < 0 or self.reflect_pad_px % 16 or self.reflect_pad_px >= self.image_size_px:
+            raise ConfigError(f"reflect padding must be a multiple of 16 px below the image size, got {self.reflect_pad_px}")
         if (self.coreset_fraction is None) == (self.coreset_count is None):
             raise ConfigError("set exactly one of coreset_fraction and coreset_count")
         if self.coreset_fraction is not None and not 0 < self.coreset_fraction <= 1:

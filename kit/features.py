@@ -25,10 +25,11 @@ class PatchFeatureModel(nn.Module):
     and an optional fixed channel pooling. Everything after (kNN, maps) lives in the runtime.
     """
 
-    def __init__(self, backbone: nn.Module, patch_cells: int = 3, feature_dim: int | None = None) -> None:
+    def __init__(self, backbone: nn.Module, patch_cells: int = 3, feature_dim: int | None = None, reflect_pad_px: int = 0) -> None:
         super().__init__()
         self.backbone = backbone
         self.patch_cells = patch_cells
+        self.reflect_pad_px = reflect_pad_px
         mean = torch.tensor(backbone.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(backbone.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
         self.register_buffer("mean_255", mean, persistent=False)
@@ -44,13 +45,20 @@ class PatchFeatureModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).to(self.mean_255.dtype)
         x = (x - self.mean_255) / self.std_255
+        pad = self.reflect_pad_px
+        if pad:
+            # mirrored context instead of the network's zero padding: border patches look like interior ones
+            x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         shallow, deep = self.backbone(x)
-        pad = self.patch_cells // 2
         if self.patch_cells > 1:
-            shallow = F.avg_pool2d(shallow, self.patch_cells, stride=1, padding=pad, count_include_pad=False)
-            deep = F.avg_pool2d(deep, self.patch_cells, stride=1, padding=pad, count_include_pad=False)
+            half = self.patch_cells // 2
+            shallow = F.avg_pool2d(shallow, self.patch_cells, stride=1, padding=half, count_include_pad=False)
+            deep = F.avg_pool2d(deep, self.patch_cells, stride=1, padding=half, count_include_pad=False)
         deep = F.interpolate(deep, size=shallow.shape[-2:], mode="bilinear", align_corners=False)
         features = torch.cat([shallow, deep], dim=1)
         if self.pooling is not None:
             features = F.conv2d(features, self.pooling)
+        if pad:
+            cells = pad // self.stride_px
+            features = features[:, :, cells : features.shape[2] - cells, cells : features.shape[3] - cells]
         return features

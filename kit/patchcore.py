@@ -46,7 +46,7 @@ class TrainedPatchCore:
 def build_feature_model(config: PatchCoreConfig, weights: Path | None = None, pretrained: bool = True) -> PatchFeatureModel:
     """The exported graph for `config`: backbone plus patch aggregation, in eval mode."""
     backbone = build_backbone(config.backbone, weights=weights, pretrained=pretrained)
-    return PatchFeatureModel(backbone, patch_cells=config.patch_cells, feature_dim=config.feature_dim).eval()
+    return PatchFeatureModel(backbone, config.patch_cells, config.feature_dim, config.reflect_pad_px).eval()
 
 
 @torch.inference_mode()

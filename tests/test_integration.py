@@ -1,0 +1,131 @@
+"""Train a tiny model on synthetic data, then exercise eval and predict through the runtime and the CLI."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgead.artifact import read_artifact
+from edgead.cli import main
+from edgead.config import PatchCoreConfig
+from edgead.export.bundle import write_trained
+from edgead.kit.demo_data import make_demo_dataset
+from edgead.kit.patchcore import fit_patchcore, load_feature_model
+from edgead.runtime.datasets import open_dataset
+from edgead.runtime.images import read_image
+from edgead.runtime.predictor import Predictor
+from edgead.runtime.preprocess import stack_batch
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    (root,) = make_demo_dataset(out, categories=("brick",), size_px=SIZE, n_train=8, n_test_good=4, n_test_defect=6, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(data_root, tmp_path_factory):
+    torch.set_num_threads(2)
+    config = PatchCoreConfig(image_size_px=SIZE, coreset_fraction=0.25, holdout_fraction=0.25, batch_size=4)
+    fitted = fit_patchcore(open_dataset(data_root).train, config)
+    path, _ = write_trained(fitted, tmp_path_factory.mktemp("model") / "tiny.edgead")
+    return fitted, path
+
+
+def test_defects_score_above_good(trained, data_root):
+    _, path = trained
+    dataset = open_dataset(data_root)
+    with Predictor(read_artifact(path)) as predictor:
+        preds = predictor.predict([read_image(s.path) for s in dataset.test])
+    good = [p.score for p, s in zip(preds, dataset.test) if s.label == 0]
+    bad = [p.score for p, s in zip(preds, dataset.test) if s.label == 1]
+    assert np.mean(bad) > np.mean(good)
+    assert np.median(bad) > np.median(good)
+
+
+def test_artifact_records_what_the_runtime_needs(trained):
+    fitted, path = trained
+    manifest = read_artifact(path).manifest
+    assert manifest["memory_bank"]["count"] == fitted.bank.shape[0]
+    assert manifest["memory_bank"]["dtype"] == "float16"
+    assert manifest["features"]["grid"] == [SIZE // 8, SIZE // 8]
+    assert {(e["backend"], e["precision"]) for e in manifest["engines"]} == {("onnxruntime", "fp32"), ("torchscript", "fp32")}
+    for engine in manifest["engines"]:
+        assert engine["parity"]["max_rel_feature_diff"] < 1e-4
+        assert engine["parity"]["max_rel_score_diff"] < 1e-4
+    assert manifest["postprocess"]["image_threshold"] >= manifest["postprocess"]["image_score_max"]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
+def test_runtime_matches_training_code(trained, data_root, backend):
+    fitted, path = trained
+    artifact = read_artifact(path)
+    images = stack_batch([read_image(s.path) for s in open_dataset(data_root).test[:4]], (SIZE, SIZE))
+    eager = load_feature_model(artifact)
+    with torch.inference_mode():
+        expected = eager(torch.from_numpy(images)).numpy()
+        original = fitted.model(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(expected, original, rtol=0, atol=1e-6)  # weights round-trip exactly
+    with Predictor(artifact, backend=backend) as predictor:
+        got = predictor.backend.infer(images)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cli_eval_and_predict(trained, data_root, tmp_path, monkeypatch):
+    _, path = trained
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", str(data_root), "--model", str(path), "--json", "--report", "r.html"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    for key in ("image_auroc", "pixel_auroc", "aupro_0.3", "pixel_aupr", "image_f1_max"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["image_auroc"] > 0.75 and metrics["pixel_auroc"] > 0.9
+    assert set(metrics["per_type_image_auroc"]) == {"scratch", "spot", "cutpaste"}
+    assert "<img" in (tmp_path / "r.html").read_text()
+
+    test_dir = data_root / "test"
+    result = runner.invoke(main, ["predict", str(test_dir), "--model", str(path), "--out", "out", "--overlays", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == len(open_dataset(data_root).test)
+    for line in lines:
+        assert {"path", "score", "anomalous", "map"} <= set(line)
+        tiff = cv2.imread(str(tmp_path / "out" / line["map"]), cv2.IMREAD_UNCHANGED)
+        assert tiff.dtype == np.float32 and tiff.shape == read_image(line["path"]).shape[:2]
+        assert (tmp_path / "out" / line["overlay"]).is_file()
+    assert lines[0]["map"].startswith("maps/test/")
+
+
+def test_predict_runs_with_torch_blocked(trained, data_root, tmp_path):
+    _, path = trained
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from edgead.cli import main\n"
+        f"main(['predict', {str(data_root / 'test' / 'good')!r}, '--model', {str(path)!r}, '--out', {str(tmp_path)!r}, '-q'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_cli_errors_are_one_line(data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEAD_MODEL", raising=False)
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", str(data_root)])
+    assert result.exit_code == 2
+    assert "edgead train" in result.stderr and "Traceback" not in result.output
+    result = runner.invoke(main, ["train", str(tmp_path)])
+    assert result.exit_code == 2 and "no training image" in result.stderr
+    (tmp_path / "bad.edgead").write_bytes(b"junk")
+    result = runner.invoke(main, ["predict", str(tmp_path), "--model", "bad.edgead", "--out", "o"])
+    assert result.exit_code == 2 and "corrupt" in result.stderr
