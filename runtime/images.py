@@ -78,10 +78,8 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     """Sorted image files in a folder; DataError if it is missing or holds none."""
     images = find_images(folder, recursive)
     if not images:
-        where = "in it or its subfolders" if recursive else "directly in it"
-        raise DataError(
-            f"no image found {where} in {folder} — accepted extensions are {_ACCEPTED} (any case)"
-        )
+        where = "or its subfolders" if recursive else "(subfolders not searched)"
+        raise DataError(f"no image found in {folder} {where} — accepted extensions are {_ACCEPTED} (any case)")
     return images
 
 

@@ -127,5 +127,5 @@ def test_cli_errors_are_one_line(data_root, tmp_path, monkeypatch):
     result = runner.invoke(main, ["train", str(tmp_path)])
     assert result.exit_code == 2 and "no training image" in result.stderr
     (tmp_path / "bad.edgead").write_bytes(b"junk")
-    result = runner.invoke(main, ["predict", str(tmp_path), "--model", "bad.edgead", "--out", "o"])
+    result = runner.invoke(main, ["predict", str(data_root / "test" / "good"), "--model", "bad.edgead", "--out", "o"])
     assert result.exit_code == 2 and "corrupt" in result.stderr
