@@ -12,8 +12,15 @@ SIZE_PX = 256
 THREADS = int(os.environ.get("EDGEAD_BENCH_THREADS", "2"))
 
 
-def machine_info() -> dict:
+@pytest.fixture(scope="session")
+def machine() -> dict:
+    """What every benchmark records in extra_info: where it ran."""
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch_threads": THREADS, "device": "cpu"}
+
+
+@pytest.fixture(scope="session")
+def size_px() -> int:
+    return SIZE_PX
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SIZE_PX, machine_info
 from edgead.artifact import read_artifact
 from edgead.config import PatchCoreConfig
 from edgead.export.bundle import write_trained
@@ -24,8 +23,8 @@ BATCH = 8
 
 
 @pytest.fixture(scope="module")
-def model_path(demo_root, tmp_path_factory):
-    fitted = fit_patchcore(open_dataset(demo_root).train, PatchCoreConfig(image_size_px=SIZE_PX))
+def model_path(demo_root, tmp_path_factory, size_px):
+    fitted = fit_patchcore(open_dataset(demo_root).train, PatchCoreConfig(image_size_px=size_px))
     path, _ = write_trained(fitted, tmp_path_factory.mktemp("m") / "bench.edgead")
     return path
 
@@ -35,29 +34,29 @@ def images(demo_root):
     return [read_image(s.path) for s in open_dataset(demo_root).test[:BATCH]]
 
 
-def test_train_time(benchmark, demo_root):
+def test_train_time(benchmark, demo_root, machine, size_px):
     """Whole fit (features, coreset 10%, calibration) on the demo category's 40 good images."""
     train = open_dataset(demo_root).train
-    benchmark.extra_info.update(machine_info(), images=len(train), size_px=SIZE_PX, coreset_fraction=0.1)
-    benchmark.pedantic(lambda: fit_patchcore(train, PatchCoreConfig(image_size_px=SIZE_PX)), rounds=1, iterations=1)
+    benchmark.extra_info.update(machine, images=len(train), size_px=size_px, coreset_fraction=0.1)
+    benchmark.pedantic(lambda: fit_patchcore(train, PatchCoreConfig(image_size_px=size_px)), rounds=1, iterations=1)
 
 
-def test_coreset_100_images(benchmark):
+def test_coreset_100_images(benchmark, machine):
     """Greedy coreset of a 100-image bank at 256 px (100 x 32 x 32 features of 152 channels) to 10%."""
     features = np.random.default_rng(0).standard_normal((100 * 32 * 32, 152)).astype(np.float32)
-    benchmark.extra_info.update(machine_info(), features=features.shape[0], dim=152, target=10240, projection_dim=64)
+    benchmark.extra_info.update(machine, features=features.shape[0], dim=152, target=10240, projection_dim=64)
     benchmark.pedantic(lambda: greedy_coreset(features, 10240, 64), rounds=1, iterations=1)
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
-def test_predict_runtime(benchmark, model_path, images, backend):
+def test_predict_runtime(benchmark, model_path, images, backend, machine, size_px):
     """Deployed path: resize, engine, kNN bank, maps; a batch of 8 images at 256 px."""
-    benchmark.extra_info.update(machine_info(), backend=backend, precision="fp32", batch=BATCH, size_px=SIZE_PX)
+    benchmark.extra_info.update(machine, backend=backend, precision="fp32", batch=BATCH, size_px=size_px)
     with Predictor(read_artifact(model_path), backend=backend) as predictor:
         benchmark(predictor.predict, images)
 
 
-def test_predict_eager_training_code(benchmark, model_path, images):
+def test_predict_eager_training_code(benchmark, model_path, images, machine, size_px):
     """Reference: the eager torch model from the training code and the same bank and post-processing."""
     from edgead.kit.patchcore import load_feature_model
 
@@ -65,11 +64,11 @@ def test_predict_eager_training_code(benchmark, model_path, images):
     model = load_feature_model(artifact)
     bank = MemoryBank(artifact.load_npy("memory_bank.npy"), k=1)
     sigma = artifact.manifest["postprocess"]["blur_sigma_px"]
-    benchmark.extra_info.update(machine_info(), backend="eager-torch", precision="fp32", batch=BATCH, size_px=SIZE_PX)
+    benchmark.extra_info.update(machine, backend="eager-torch", precision="fp32", batch=BATCH, size_px=size_px)
 
     def run():
         with torch.inference_mode():
-            feats = model(torch.from_numpy(stack_batch(images, (SIZE_PX, SIZE_PX)))).numpy()
-        return score_features(feats, bank, (SIZE_PX, SIZE_PX), sigma)
+            feats = model(torch.from_numpy(stack_batch(images, (size_px, size_px)))).numpy()
+        return score_features(feats, bank, (size_px, size_px), sigma)
 
     benchmark(run)
