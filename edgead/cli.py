@@ -49,18 +49,19 @@ def _progress(quiet: bool):
     return silent_progress if quiet else bar_progress
 
 
-def _open_predictor(model: str | None, backend: str | None, device: str):
+def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None):
     from edgead.artifact import read_artifact
     from edgead.runtime.predictor import Predictor
     from edgead.workspace import resolve_model
 
     artifact = read_artifact(resolve_model(model))
-    return Predictor(artifact, backend=backend, device=device)
+    return Predictor(artifact, backend=backend, device=device, precision=precision)
 
 
 model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
 backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference backend (default: the first that runs: TensorRT, ONNX Runtime, TorchScript).")
 device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+precision_option = click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Engine precision (default: fp16 on CUDA where built, else fp32).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
 
@@ -130,16 +131,17 @@ def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, f
 @model_option
 @backend_option
 @device_option
+@precision_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @quiet_option
-def eval_(data_dir, model, backend, device, as_json, report, quiet):
+def eval_(data_dir, model, backend, device, precision, as_json, report, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
 
     dataset = open_dataset(data_dir)
-    with _open_predictor(model, backend, device) as predictor:
+    with _open_predictor(model, backend, device, precision) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -169,18 +171,96 @@ def eval_(data_dir, model, backend, device, as_json, report, quiet):
 @model_option
 @backend_option
 @device_option
+@precision_option
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device) as predictor:
+    with _open_predictor(model, backend, device, precision) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
+
+
+def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int, int]:
+    if batch is not None and batch_range is not None:
+        raise ConfigError("give either --batch N or --batch-range MIN:OPT:MAX, not both")
+    if batch is not None:
+        if batch < 1:
+            raise ConfigError(f"--batch must be >= 1, got {batch}")
+        return (batch, batch, batch)
+    if batch_range is None:
+        return (1, 8, 32)
+    try:
+        low, opt, high = (int(part) for part in batch_range.split(":"))
+    except ValueError:
+        raise ConfigError(f"--batch-range {batch_range!r} must look like MIN:OPT:MAX, e.g. 1:8:32") from None
+    if not 1 <= low <= opt <= high:
+        raise ConfigError(f"--batch-range {batch_range!r} needs 1 <= MIN <= OPT <= MAX")
+    return (low, opt, high)
+
+
+@main.command()
+@model_option
+@click.option("--engine", "precision", type=click.Choice(["fp32", "fp16", "int8"]), required=True, help="Precision of the engines.")
+@click.option("--format", "format_name", type=click.Choice(["tensorrt", "onnx", "torchscript", "all"]), default=None, help="Default: the best this machine can build (TensorRT where present, else ONNX and TorchScript).")
+@click.option("--batch", type=int, default=None, help="Fixed batch size of the TensorRT profile.")
+@click.option("--batch-range", default=None, help="TensorRT optimisation profile MIN:OPT:MAX (default 1:8:32).")
+@click.option("--calib", "calib_dir", type=click.Path(file_okay=False), default=None, help="Good images for INT8 calibration (default: the training images).")
+@click.option("--workspace-mb", type=int, default=1024, show_default=True, help="TensorRT builder workspace.")
+@click.option("--check", "check_dir", type=click.Path(file_okay=False), default=None, help="Also compare image AUROC per format on this labelled dataset.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Engine, timing and calibration caches (default ~/.cache/edgead).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the model with its engines here (default: update --model in place, atomically).")
+def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out):
+    """Build engines (TensorRT, ONNX, TorchScript) into the model and check each against the eager model."""
+    import os
+
+    from edgead.export.stage import export_model
+    from edgead.workspace import resolve_model
+
+    if workspace_mb < 16:
+        raise ConfigError(f"--workspace-mb {workspace_mb} is too small; give at least 16 (default 1024)")
+    cache = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgead"
+    result = export_model(
+        resolve_model(model), precision, format_name, Path(out) if out else None, _batch_profile(batch, batch_range),
+        workspace_mb, calib_dir, check_dir, cache,
+    )
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"{'engine':24s} {'device':6s} {'max feature diff':>17s} {'max score diff':>15s}  (relative, vs eager fp32 on {result.engines[0]['parity']['images']} held-out images)")
+    for entry in result.engines:
+        p = entry["parity"]
+        name = f"{entry['format']}/{entry['precision']}"
+        click.echo(f"{name:24s} {p['device']:6s} {p['max_rel_feature_diff']:17.2e} {p['max_rel_score_diff']:15.2e}")
+    if result.aurocs:
+        click.echo("image AUROC on " + str(check_dir) + ": " + ", ".join(f"{k} {v:.4f}" for k, v in result.aurocs.items()))
+    for problem in result.problems:
+        click.echo(f"WARNING: {problem}", err=True)
+    click.echo(f"wrote {result.path}")
+
+
+@main.command()
+@model_option
+@backend_option
+@device_option
+@precision_option
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--iterations", type=int, default=50, show_default=True)
+@click.option("--warmup", type=int, default=5, show_default=True)
+def bench(model, backend, device, precision, batch, iterations, warmup):
+    """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
+    from edgead.runtime.latency import measure_latency
+
+    with _open_predictor(model, backend, device, precision) as predictor:
+        stats = measure_latency(predictor, batch, iterations, warmup)
+        click.echo(f"backend {predictor.backend.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
+    for stage, values in stats.items():
+        click.echo(f"  {stage:10s} median {values['median_ms']:8.2f} ms   p95 {values['p95_ms']:8.2f} ms")
+    click.echo(f"  throughput {batch * 1000.0 / stats['total']['median_ms']:.1f} images/s")
 
 
 @main.command()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,107 +14,154 @@ from edgead.artifact import Artifact, sha256_bytes
 from edgead.errors import ConfigError
 from edgead.export.onnx import OPSET, export_onnx
 from edgead.export.torchscript import export_torchscript
-from edgead.runtime.backends.base import open_backend
-from edgead.runtime.memory_bank import MemoryBank
-from edgead.runtime.postprocess import score_features
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What a build may need beyond the model: batch profile, workspace, calibration data, caches."""
+
+    precision: str = "fp32"
+    batch_profile: tuple[int, int, int] = (1, 8, 32)
+    workspace_mb: int = 1024
+    calibration_images: np.ndarray | None = None
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)
 class EngineFormat:
-    """An exportable format: which runtime backend runs it and how it is built."""
+    """An exportable format: the runtime backend that runs it, its precisions and how it is built.
+
+    build(model, size_px, options) -> (engine bytes, extra manifest fields).
+    unavailable() -> None where this machine can build it, else the reason.
+    """
 
     name: str
     backend: str
-    precision: str
+    precisions: tuple[str, ...]
     suffix: str
-    build: Callable[[torch.nn.Module, tuple[int, int]], bytes]
-    device: str = "cpu"
+    build: Callable[[torch.nn.Module, tuple[int, int], ExportOptions], tuple[bytes, dict[str, Any]]]
+    unavailable: Callable[[], str | None] = field(default=lambda: None)
 
 
-FORMATS: dict[tuple[str, str], EngineFormat] = {
-    ("onnx", "fp32"): EngineFormat("onnx", "onnxruntime", "fp32", "onnx", export_onnx),
-    ("torchscript", "fp32"): EngineFormat("torchscript", "torchscript", "fp32", "ts", export_torchscript),
+def _build_onnx(model: torch.nn.Module, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+    return export_onnx(model, size), {"opset": OPSET}
+
+
+def _build_torchscript(model: torch.nn.Module, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+    half = options.precision == "fp16"
+    return export_torchscript(model, size, half=half), {"intended_device": "cuda" if half else "any"}
+
+
+def _build_tensorrt(model: torch.nn.Module, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+    from edgead.export.tensorrt import build_engine
+
+    cache = options.cache_dir
+    built = build_engine(
+        export_onnx(model, size),
+        options.precision,
+        size,
+        batch_profile=options.batch_profile,
+        workspace_mb=options.workspace_mb,
+        calibration_images=options.calibration_images,
+        calibration_cache=cache / f"calibration-{size[0]}x{size[1]}.cache" if cache else None,
+        timing_cache=cache / "timing.cache" if cache else None,
+        engine_cache_dir=cache / "engines" if cache else None,
+    )
+    return built.data, dict(built.info)
+
+
+def _tensorrt_unavailable() -> str | None:
+    from edgead.export.tensorrt import tensorrt_available
+
+    return tensorrt_available()
+
+
+FORMATS: dict[str, EngineFormat] = {
+    "tensorrt": EngineFormat("tensorrt", "tensorrt", PRECISIONS, "plan", _build_tensorrt, _tensorrt_unavailable),
+    # ONNX stays FP32: it is the portable source from which TensorRT builds its FP16/INT8 engines
+    "onnx": EngineFormat("onnx", "onnxruntime", ("fp32",), "onnx", _build_onnx),
+    "torchscript": EngineFormat("torchscript", "torchscript", ("fp32", "fp16"), "ts", _build_torchscript),
 }
 
 
-def engine_member(fmt: EngineFormat) -> str:
-    return f"engines/features.{fmt.precision}.{fmt.suffix}"
+def choose_formats(format_name: str | None, precision: str) -> tuple[list[EngineFormat], list[str]]:
+    """The formats to build for a request, and notes for the user about what was left out and why.
+
+    format_name None means "the best this machine can build": TensorRT where it can run,
+    otherwise ONNX (FP32) and TorchScript in the requested precision.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if format_name not in (None, "all", *FORMATS):
+        raise ConfigError(f"unknown format {format_name!r}; choose one of {', '.join(FORMATS)} or all")
+    notes: list[str] = []
+    if format_name in FORMATS:
+        fmt = FORMATS[format_name]
+        if precision not in fmt.precisions:
+            raise ConfigError(
+                f"{fmt.name} is exported in {'/'.join(fmt.precisions)} only, not {precision}"
+                + ("; TensorRT builds FP16/INT8 engines from it: use --format tensorrt" if fmt.name == "onnx" else "")
+            )
+        reason = fmt.unavailable()
+        if reason:
+            raise ConfigError(f"cannot build {fmt.name} here: {reason}")
+        return [fmt], notes
+    trt_reason = FORMATS["tensorrt"].unavailable()
+    if format_name is None and trt_reason is None:
+        return [FORMATS["tensorrt"]], notes
+    if trt_reason:
+        notes.append(
+            f"TensorRT engines were not built: {trt_reason}. Engines are specific to a TensorRT version and GPU; "
+            "build them on the device with jetson/build_engines.sh (or `edgead export --engine fp16` there)."
+        )
+    chosen = [FORMATS[n] for n in ("tensorrt", "onnx", "torchscript") if not (n == "tensorrt" and trt_reason)]
+    if format_name is None:
+        chosen = [f for f in chosen if f.name != "tensorrt"]
+    chosen = [f for f in chosen if precision in f.precisions or (f.name == "onnx")]
+    if precision == "int8" and all(f.name != "tensorrt" for f in chosen):
+        raise ConfigError(f"INT8 engines need TensorRT: {trt_reason}. Run the export on the device (jetson/build_engines.sh)")
+    if precision != "fp32" and any(f.name == "onnx" for f in chosen):
+        notes.append("ONNX is exported in FP32, the source from which TensorRT builds lower-precision engines.")
+    return chosen, notes
 
 
-def add_engine(manifest: dict[str, Any], members: dict[str, bytes], fmt: EngineFormat, model: torch.nn.Module) -> dict[str, Any]:
-    """Build `fmt` from `model` into `members` and record it in `manifest['engines']` (replacing a twin)."""
+def engine_precision(fmt: EngineFormat, requested: str) -> str:
+    return requested if requested in fmt.precisions else "fp32"
+
+
+def engine_member(fmt: EngineFormat, precision: str) -> str:
+    return f"engines/features.{precision}.{fmt.suffix}"
+
+
+def add_engine(
+    manifest: dict[str, Any], members: dict[str, bytes], fmt: EngineFormat, model: torch.nn.Module, options: ExportOptions
+) -> dict[str, Any]:
+    """Build `fmt` into `members` and record it in `manifest['engines']` (replacing an entry of the same backend and precision)."""
     size = tuple(manifest["input"]["size_px"])
-    data = fmt.build(model, size)
-    member = engine_member(fmt)
+    data, extra = fmt.build(model, size, options)
+    member = engine_member(fmt, options.precision)
     members[member] = data
     h, w = size
     entry = {
         "backend": fmt.backend,
         "format": fmt.name,
-        "precision": fmt.precision,
+        "precision": options.precision,
         "member": member,
         "sha256": sha256_bytes(data),
         "input_shapes": {"images": ["batch", h, w, 3]},
         "output_shapes": {"features": ["batch", manifest["features"]["channels"], *manifest["features"]["grid"]]},
         "dynamic_batch": True,
         "torch_version": torch.__version__,
+        **extra,
     }
-    if fmt.name == "onnx":
-        entry["opset"] = OPSET
     manifest["engines"] = [
-        e for e in manifest["engines"] if not (e["backend"] == fmt.backend and e["precision"] == fmt.precision)
+        e for e in manifest["engines"] if not (e["backend"] == fmt.backend and e["precision"] == options.precision)
     ] + [entry]
     manifest["members"] = {name: {"sha256": sha256_bytes(d)} for name, d in members.items()}
     return entry
 
 
-def parity_report(
-    manifest: dict[str, Any],
-    members: dict[str, bytes],
-    model: torch.nn.Module,
-    images: np.ndarray,
-    fmt: EngineFormat,
-) -> dict[str, float]:
-    """Largest feature and image-score differences of `fmt` through the runtime against the eager FP32 model.
-
-    images: (N, H, W, 3) uint8 at the input size.
-    """
-    artifact = Artifact(path=Path("<in memory>"), manifest=manifest, members=members)
-    with torch.inference_mode():
-        eager = model(torch.from_numpy(images)).numpy()
-    with open_backend(artifact, fmt.backend, fmt.device, fmt.precision) as backend:
-        got = backend.infer(images)
-    bank = MemoryBank(artifact.load_npy(manifest["memory_bank"]["member"]), k=manifest["memory_bank"]["k"])
-    size = tuple(manifest["input"]["size_px"])
-    sigma = manifest["postprocess"]["blur_sigma_px"]
-    eager_scores, _ = score_features(eager, bank, size, sigma)
-    got_scores, _ = score_features(got, bank, size, sigma)
-    feature_diff = float(np.abs(got - eager).max())
-    score_diff = float(np.abs(got_scores - eager_scores).max())
-    return {
-        "images": int(images.shape[0]),
-        "max_abs_feature_diff": feature_diff,
-        "max_rel_feature_diff": feature_diff / max(float(np.abs(eager).max()), 1e-12),
-        "max_abs_score_diff": score_diff,
-        "max_rel_score_diff": score_diff / max(float(np.abs(eager_scores).max()), 1e-12),
-    }
-
-
-def export_formats(
-    manifest: dict[str, Any],
-    members: dict[str, bytes],
-    model: torch.nn.Module,
-    formats: Sequence[tuple[str, str]],
-    parity_images: np.ndarray,
-) -> list[dict[str, Any]]:
-    """Export each (format, precision) and attach its parity report; returns the engine entries."""
-    entries = []
-    for key in formats:
-        if key not in FORMATS:
-            known = ", ".join(f"{f}/{p}" for f, p in FORMATS)
-            raise ConfigError(f"cannot export {key[0]}/{key[1]} here; this machine can build: {known}")
-        fmt = FORMATS[key]
-        entry = add_engine(manifest, members, fmt, model)
-        entry["parity"] = parity_report(manifest, members, model, parity_images, fmt)
-        entries.append(entry)
-    return entries
+def in_memory(manifest: dict[str, Any], members: dict[str, bytes]) -> Artifact:
+    return Artifact(path=Path("<in memory>"), manifest=manifest, members=members)

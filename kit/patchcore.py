@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -161,6 +162,8 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
         "postprocess": {"blur_sigma_px": cfg.blur_sigma_px, "image_score": "max of map", **trained.calibration},
         "weights": {"member": WEIGHTS_MEMBER, "format": "safetensors"},
         "training": {
+            # INT8 calibration defaults to these good images when they are still on this machine
+            "images_dir": os.path.commonpath([str(Path(p).resolve().parent) for p in trained.bank_images + trained.holdout_images]),
             "bank_images": len(trained.bank_images),
             "holdout_images": trained.holdout_images,
             "timings_s": trained.timings_s,

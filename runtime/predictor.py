@@ -26,7 +26,10 @@ class Prediction:
 class Predictor:
     """Scores RGB images with an artifact's engine and memory bank; a context manager."""
 
-    def __init__(self, artifact: Artifact, backend: str | None = None, device: str = "cpu", precision: str | None = None) -> None:
+    def __init__(
+        self, artifact: Artifact, backend: str | Backend | None = None, device: str = "cpu", precision: str | None = None
+    ) -> None:
+        """`backend`: a name (or None for the ladder), or an opened Backend to use as it is."""
         manifest = artifact.manifest
         self.artifact = artifact
         self.size_px = tuple(manifest["input"]["size_px"])
@@ -37,7 +40,7 @@ class Predictor:
         self.bank = MemoryBank(bank, k=manifest["memory_bank"]["k"])
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
         self.threshold = float(manifest["postprocess"]["image_threshold"])
-        self.backend: Backend = open_backend(artifact, backend, device, precision)
+        self.backend: Backend = backend if isinstance(backend, Backend) else open_backend(artifact, backend, device, precision)
 
     def features(self, images: list[np.ndarray]) -> np.ndarray:
         """Patch features (N, C, h, w) of RGB images of any size."""

@@ -12,10 +12,7 @@ from click.testing import CliRunner
 
 from edgead.artifact import read_artifact
 from edgead.cli import main
-from edgead.config import PatchCoreConfig
-from edgead.export.bundle import write_trained
-from edgead.kit.demo_data import make_demo_dataset
-from edgead.kit.patchcore import fit_patchcore, load_feature_model
+from edgead.kit.patchcore import load_feature_model
 from edgead.runtime.datasets import open_dataset
 from edgead.runtime.images import read_image
 from edgead.runtime.predictor import Predictor
@@ -25,19 +22,13 @@ SIZE = 128
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    (root,) = make_demo_dataset(out, categories=("brick",), size_px=SIZE, n_train=8, n_test_good=4, n_test_defect=6, seed=0)
-    return root
+def data_root(tiny_data_root):
+    return tiny_data_root
 
 
 @pytest.fixture(scope="module")
-def trained(data_root, tmp_path_factory):
-    torch.set_num_threads(2)
-    config = PatchCoreConfig(image_size_px=SIZE, coreset_fraction=0.25, holdout_fraction=0.25, batch_size=4)
-    fitted = fit_patchcore(open_dataset(data_root).train, config)
-    path, _ = write_trained(fitted, tmp_path_factory.mktemp("model") / "tiny.edgead")
-    return fitted, path
+def trained(tiny_trained):
+    return tiny_trained
 
 
 def test_defects_score_above_good(trained, data_root):

@@ -14,6 +14,7 @@ LADDER = ("tensorrt", "onnxruntime", "torchscript")
 
 # backend name -> (module, class); imported only when tried, so no heavy dependency loads early
 _REGISTRY = {
+    "tensorrt": ("edgead.runtime.backends.tensorrt", "TensorRTBackend"),
     "onnxruntime": ("edgead.runtime.backends.onnxrt", "OnnxRuntimeBackend"),
     "torchscript": ("edgead.runtime.backends.torchscript", "TorchScriptBackend"),
 }
@@ -46,13 +47,20 @@ class Backend:
         return f"{self.name} ({self.engine.get('precision', '?')}, {self.device})"
 
 
-def _engine_for(artifact: Artifact, backend: str, precision: str | None) -> dict[str, Any]:
-    entry = artifact.engine(backend, precision)
-    if entry is None:
-        have = ", ".join(f"{e.get('backend')}/{e.get('precision')}" for e in artifact.manifest["engines"]) or "none"
-        want = f"{backend}/{precision}" if precision else backend
-        raise BackendError(f"the model has no {want} engine (it has: {have}); build one with `edgead export`")
-    return entry
+# precisions tried, best first, when the user names none: fast where the hardware is made for it
+_PREFERENCE = {"cuda": ("fp16", "fp32", "int8"), "cpu": ("fp32",)}
+
+
+def _engine_for(artifact: Artifact, backend: str, precision: str | None, device: str) -> dict[str, Any]:
+    entries = [e for e in artifact.manifest["engines"] if e.get("backend") == backend]
+    wanted = (precision,) if precision else _PREFERENCE["cuda" if device.startswith("cuda") else "cpu"]
+    for choice in wanted:
+        for entry in entries:
+            if entry.get("precision") == choice:
+                return entry
+    have = ", ".join(f"{e.get('backend')}/{e.get('precision')}" for e in artifact.manifest["engines"]) or "none"
+    want = f"{backend}/{'|'.join(wanted)}"
+    raise BackendError(f"the model has no {want} engine for {device} (it has: {have}); build one with `edgead export`")
 
 
 def open_backend(artifact: Artifact, name: str | None = None, device: str = "cpu", precision: str | None = None) -> Backend:
@@ -64,7 +72,7 @@ def open_backend(artifact: Artifact, name: str | None = None, device: str = "cpu
         try:
             if candidate not in _REGISTRY:
                 raise BackendError(f"the {candidate} backend is not part of this edgead release yet")
-            entry = _engine_for(artifact, candidate, precision)
+            entry = _engine_for(artifact, candidate, precision, device)
             module_name, class_name = _REGISTRY[candidate]
             cls = getattr(importlib.import_module(module_name), class_name)
             return cls(artifact, entry, device)

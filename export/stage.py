@@ -1,0 +1,78 @@
+"""`edgead export`: read a model, build the requested engines, check each against the eager model, write atomically."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgead.artifact import read_artifact, write_artifact
+from edgead.errors import ArtifactError, ConfigError
+from edgead.export.calibration import load_calibration_images
+from edgead.export.engines import ExportOptions, add_engine, choose_formats, engine_precision, in_memory
+from edgead.export.parity import auroc_report, parity_problems, parity_report
+from edgead.kit.patchcore import load_feature_model
+from edgead.runtime.datasets import open_dataset
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    engines: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    aurocs: dict[str, float] | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _calibration(manifest: dict[str, Any], calib_dir: str | None, size: tuple[int, int]):
+    folder = calib_dir or manifest.get("training", {}).get("images_dir")
+    if not folder or not Path(folder).is_dir():
+        raise ConfigError(
+            "INT8 needs calibration images: pass --calib DIR with good images"
+            + (f" (the training images at {folder} are not on this machine)" if folder else "")
+        )
+    return load_calibration_images(folder, size)
+
+
+def export_model(
+    model_path: Path,
+    precision: str,
+    format_name: str | None = None,
+    out: Path | None = None,
+    batch_profile: tuple[int, int, int] = (1, 8, 32),
+    workspace_mb: int = 1024,
+    calib_dir: str | None = None,
+    check_dir: str | None = None,
+    cache_dir: Path | None = None,
+) -> ExportResult:
+    """Add engines to the model at `model_path` (or write a copy to `out`); the input file is replaced only on success."""
+    artifact = read_artifact(model_path)
+    formats, notes = choose_formats(format_name, precision)
+    try:
+        model = load_feature_model(artifact)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{model_path}: the weights do not rebuild the feature model ({exc}); re-train it") from None
+    manifest = copy.deepcopy(artifact.manifest)
+    members = dict(artifact.members)
+    size = tuple(manifest["input"]["size_px"])
+    calibration = None
+    if precision == "int8" and any(f.name == "tensorrt" for f in formats):
+        calibration = _calibration(manifest, calib_dir, size)
+    parity_info = manifest.get("parity_images")
+    if not parity_info:
+        raise ArtifactError(f"{model_path} carries no parity images (made by an older edgead?): re-train it")
+    images = artifact.load_npy(parity_info["member"])
+    entries = []
+    for fmt in formats:
+        options = ExportOptions(engine_precision(fmt, precision), batch_profile, workspace_mb, calibration, cache_dir)
+        entry = add_engine(manifest, members, fmt, model, options)
+        entry["parity"] = parity_report(in_memory(manifest, members), model, images, entry["backend"], entry["precision"])
+        entries.append(entry)
+    aurocs = None
+    if check_dir:
+        aurocs = auroc_report(in_memory(manifest, members), model, open_dataset(check_dir), entries)
+        manifest["parity_auroc"] = {"data": str(check_dir), **aurocs}
+    problems = [p for entry in entries for p in parity_problems(entry, aurocs)]
+    path = write_artifact(out or model_path, manifest, members)
+    return ExportResult(path, entries, notes, aurocs, problems)
