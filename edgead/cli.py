@@ -264,6 +264,29 @@ def bench(model, backend, device, precision, batch, iterations, warmup):
 
 
 @main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@model_option
+@backend_option
+@device_option
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the updated model here (default: update --model in place, atomically).")
+@quiet_option
+def enroll(inputs, model, backend, device, out, quiet):
+    """Add new good images (files or folders) to the model's memory bank, on the device, without an engine rebuild."""
+    from edgead.runtime.enroll import enroll_images
+    from edgead.runtime.predict import plan_outputs
+
+    paths = [job.path for job in plan_outputs([Path(p) for p in inputs])]
+    with _open_predictor(model, backend, device) as predictor:
+        target = Path(out) if out else predictor.artifact.path
+        summary = enroll_images(predictor, paths, target, progress=_progress(quiet))
+    click.echo(
+        f"enrolled {summary['images']} images: bank {summary['bank_before']} -> {summary['bank_after']} features "
+        f"({summary['new_features_kept']} new), coreset radius {summary['radius']:.4f}"
+    )
+    click.echo(f"wrote {target}")
+
+
+@main.command()
 def doctor():
     """What is installed and usable: torch, ONNX Runtime, TensorRT, cuda-python, GPU."""
     from edgead.doctor import report_lines

@@ -1,0 +1,56 @@
+"""Enroll new good images on the device: their patch features join the bank, re-subsampled; no engine rebuild."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgead.artifact import npy_bytes, write_artifact
+from edgead.config import PatchCoreConfig
+from edgead.progress import Progress, silent_progress
+from edgead.runtime.coreset import greedy_coreset
+from edgead.runtime.images import read_image
+from edgead.runtime.predictor import Predictor
+
+
+def enroll_images(
+    predictor: Predictor, paths: Sequence[Path], out: Path, batch_size: int = 8, progress: Progress = silent_progress
+) -> dict[str, Any]:
+    """Add the patch features of `paths` to the bank of `predictor`'s artifact and write it to `out` atomically.
+
+    The old bank and the new features are subsampled together with the model's own coreset
+    setting (a fraction of every patch feature seen so far, or a fixed count). The threshold is
+    kept: it was calibrated on held-out images, which enrolling does not change.
+    """
+    artifact = predictor.artifact
+    manifest = copy.deepcopy(artifact.manifest)
+    config = PatchCoreConfig.from_dict(manifest["config"])
+    chunks = []
+    with progress("features", len(paths)) as advance:
+        for start in range(0, len(paths), batch_size):
+            batch = [read_image(p) for p in paths[start : start + batch_size]]
+            features = predictor.features(batch)
+            chunks.append(features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1]))
+            advance(len(batch))
+    new = np.concatenate(chunks).astype(np.float32)
+    old = predictor.bank.features.astype(np.float32)
+    combined = np.concatenate([old, new])
+    seen = int(manifest["memory_bank"].get("patch_features_seen", old.shape[0])) + new.shape[0]
+    target = min(config.coreset_target(seen), combined.shape[0])
+    with progress("coreset", target) as advance:
+        coreset = greedy_coreset(combined, target, config.projection_dim, config.seed, advance)
+    bank = combined[coreset.indices].astype(np.float16)
+    members = dict(artifact.members)
+    members[manifest["memory_bank"]["member"]] = npy_bytes(bank)
+    kept_new = int((coreset.indices >= old.shape[0]).sum())
+    manifest["memory_bank"].update(count=int(bank.shape[0]), coreset_radius=coreset.radius, patch_features_seen=seen)
+    manifest.setdefault("enrolled", []).append(
+        {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "images": len(paths), "features_kept": kept_new}
+    )
+    write_artifact(out, manifest, members)
+    return {"images": len(paths), "bank_before": old.shape[0], "bank_after": int(bank.shape[0]), "new_features_kept": kept_new, "radius": coreset.radius}

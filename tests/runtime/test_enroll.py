@@ -1,0 +1,44 @@
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from click.testing import CliRunner
+
+from edgead.artifact import read_artifact
+from edgead.cli import main
+from edgead.runtime.images import read_image
+from edgead.runtime.predictor import Predictor
+
+
+def test_enroll_lowers_scores_of_enrolled_material(tiny_trained, tiny_data_root, tmp_path):
+    _, path = tiny_trained
+    model = shutil.copy(path, tmp_path / "m.edgead")
+    new_good = sorted((tiny_data_root / "test" / "good").iterdir())
+    images = [read_image(p) for p in new_good]
+    with Predictor(read_artifact(model)) as before:
+        scores_before = [p.score for p in before.predict(images)]
+        engines_before = {e["member"]: e["sha256"] for e in before.artifact.manifest["engines"]}
+    result = CliRunner().invoke(main, ["enroll", str(tiny_data_root / "test" / "good"), "--model", str(model), "-q"])
+    assert result.exit_code == 0, result.output
+    art = read_artifact(model)
+    with Predictor(art) as after:
+        scores_after = [p.score for p in after.predict(images)]
+    # the enrolled images' own patches are now (mostly) in the bank: their scores drop
+    assert np.mean(scores_after) < np.mean(scores_before)
+    assert art.manifest["enrolled"][-1]["images"] == len(new_good)
+    assert art.manifest["memory_bank"]["count"] == art.load_npy("memory_bank.npy").shape[0]
+    assert {e["member"]: e["sha256"] for e in art.manifest["engines"]} == engines_before  # no engine rebuild
+
+
+def test_enroll_runs_with_torch_blocked(tiny_trained, tiny_data_root, tmp_path):
+    _, path = tiny_trained
+    model = shutil.copy(path, tmp_path / "m.edgead")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from edgead.cli import main\n"
+        f"main(['enroll', {str(tiny_data_root / 'test' / 'good')!r}, '--model', {str(model)!r}, '-q'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "enrolled 4 images" in done.stdout
