@@ -231,11 +231,13 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     )
     for note in result.notes:
         click.echo(f"note: {note}")
-    click.echo(f"{'engine':24s} {'device':6s} {'max feature diff':>17s} {'max score diff':>15s}  (relative, vs eager fp32 on {result.engines[0]['parity']['images']} held-out images)")
+    first = result.engines[0]["parity"]
+    click.echo(f"parity against {first['reference']} on {first['images']} held-out good images (largest differences, relative):")
+    click.echo(f"{'engine':24s} {'device':6s} {'features':>10s} {'scores':>10s}")
     for entry in result.engines:
         p = entry["parity"]
         name = f"{entry['format']}/{entry['precision']}"
-        click.echo(f"{name:24s} {p['device']:6s} {p['max_rel_feature_diff']:17.2e} {p['max_rel_score_diff']:15.2e}")
+        click.echo(f"{name:24s} {p['device']:6s} {p['max_rel_feature_diff']:10.2e} {p['max_rel_score_diff']:10.2e}")
     if result.aurocs:
         click.echo("image AUROC on " + str(check_dir) + ": " + ", ".join(f"{k} {v:.4f}" for k, v in result.aurocs.items()))
     for problem in result.problems:

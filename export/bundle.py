@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgead.artifact import npy_bytes, write_artifact
-from edgead.export.engines import FORMATS, ExportOptions, add_engine, in_memory
+from edgead.export.engines import FORMATS, ExportOptions, ModelSource, add_engine, in_memory
 from edgead.export.parity import parity_report
 from edgead.kit.patchcore import TrainedPatchCore, to_artifact_parts
 from edgead.runtime.images import read_image
@@ -37,7 +37,8 @@ def write_trained(trained: TrainedPatchCore, out: Path, formats: Sequence[str] =
     images = parity_batch(trained.holdout_images or trained.bank_images, size)
     members[PARITY_MEMBER] = npy_bytes(images)
     manifest["parity_images"] = {"member": PARITY_MEMBER, "count": int(images.shape[0])}
+    source = ModelSource(trained.model)
     for name in formats:
-        entry = add_engine(manifest, members, FORMATS[name], trained.model, ExportOptions("fp32"))
+        entry = add_engine(manifest, members, FORMATS[name], source, ExportOptions("fp32"))
         entry["parity"] = parity_report(in_memory(manifest, members), trained.model, images, entry["backend"], "fp32")
     return write_artifact(out, manifest, members), manifest

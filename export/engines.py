@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from edgead.artifact import Artifact, sha256_bytes
-from edgead.errors import ConfigError
-from edgead.export.onnx import OPSET, export_onnx
-from edgead.export.torchscript import export_torchscript
+from edgead.errors import ConfigError, DependencyError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -29,11 +26,35 @@ class ExportOptions:
     cache_dir: Path | None = None
 
 
+@dataclass
+class ModelSource:
+    """What engines are built from: the eager feature model (needs torch) and/or the artifact's FP32 ONNX graph.
+
+    TensorRT builds from the ONNX graph already in the artifact when there is one — the graph whose
+    parity was checked at training time — so a device without torch can still build its engines.
+    """
+
+    model: Any | None
+    onnx: bytes | None = None
+
+    def require_model(self, what: str) -> Any:
+        if self.model is None:
+            raise DependencyError(f"{what} export rebuilds the model from its weights and needs torch: pip install 'edgead[train]'")
+        return self.model
+
+    def onnx_graph(self, size: tuple[int, int]) -> bytes:
+        if self.onnx is None:
+            from edgead.export.onnx import export_onnx
+
+            self.onnx = export_onnx(self.require_model("ONNX"), size)
+        return self.onnx
+
+
 @dataclass(frozen=True)
 class EngineFormat:
     """An exportable format: the runtime backend that runs it, its precisions and how it is built.
 
-    build(model, size_px, options) -> (engine bytes, extra manifest fields).
+    build(source, size_px, options) -> (engine bytes, extra manifest fields).
     unavailable() -> None where this machine can build it, else the reason.
     """
 
@@ -41,25 +62,42 @@ class EngineFormat:
     backend: str
     precisions: tuple[str, ...]
     suffix: str
-    build: Callable[[torch.nn.Module, tuple[int, int], ExportOptions], tuple[bytes, dict[str, Any]]]
+    build: Callable[[ModelSource, tuple[int, int], ExportOptions], tuple[bytes, dict[str, Any]]]
     unavailable: Callable[[], str | None] = field(default=lambda: None)
 
 
-def _build_onnx(model: torch.nn.Module, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
-    return export_onnx(model, size), {"opset": OPSET}
+def _torch_unavailable() -> str | None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch is not installed (pip install 'edgead[train]')"
+    return None
 
 
-def _build_torchscript(model: torch.nn.Module, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+def _build_onnx(source: ModelSource, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+    import torch
+
+    from edgead.export.onnx import OPSET, export_onnx
+
+    return export_onnx(source.require_model("ONNX"), size), {"opset": OPSET, "torch_version": torch.__version__}
+
+
+def _build_torchscript(source: ModelSource, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+    import torch
+
+    from edgead.export.torchscript import export_torchscript
+
     half = options.precision == "fp16"
-    return export_torchscript(model, size, half=half), {"intended_device": "cuda" if half else "any"}
+    data = export_torchscript(source.require_model("TorchScript"), size, half=half)
+    return data, {"intended_device": "cuda" if half else "any", "torch_version": torch.__version__}
 
 
-def _build_tensorrt(model: torch.nn.Module, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+def _build_tensorrt(source: ModelSource, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
     from edgead.export.tensorrt import build_engine
 
     cache = options.cache_dir
     built = build_engine(
-        export_onnx(model, size),
+        source.onnx_graph(size),
         options.precision,
         size,
         batch_profile=options.batch_profile,
@@ -81,8 +119,8 @@ def _tensorrt_unavailable() -> str | None:
 FORMATS: dict[str, EngineFormat] = {
     "tensorrt": EngineFormat("tensorrt", "tensorrt", PRECISIONS, "plan", _build_tensorrt, _tensorrt_unavailable),
     # ONNX stays FP32: it is the portable source from which TensorRT builds its FP16/INT8 engines
-    "onnx": EngineFormat("onnx", "onnxruntime", ("fp32",), "onnx", _build_onnx),
-    "torchscript": EngineFormat("torchscript", "torchscript", ("fp32", "fp16"), "ts", _build_torchscript),
+    "onnx": EngineFormat("onnx", "onnxruntime", ("fp32",), "onnx", _build_onnx, _torch_unavailable),
+    "torchscript": EngineFormat("torchscript", "torchscript", ("fp32", "fp16"), "ts", _build_torchscript, _torch_unavailable),
 }
 
 
@@ -116,9 +154,11 @@ def choose_formats(format_name: str | None, precision: str) -> tuple[list[Engine
             f"TensorRT engines were not built: {trt_reason}. Engines are specific to a TensorRT version and GPU; "
             "build them on the device with jetson/build_engines.sh (or `edgead export --engine fp16` there)."
         )
-    chosen = [FORMATS[n] for n in ("tensorrt", "onnx", "torchscript") if not (n == "tensorrt" and trt_reason)]
+    chosen = [f for f in FORMATS.values() if f.unavailable() is None]
     if format_name is None:
         chosen = [f for f in chosen if f.name != "tensorrt"]
+    if not chosen:
+        raise ConfigError(f"no format can be built here: TensorRT: {trt_reason}; ONNX and TorchScript: {_torch_unavailable()}")
     chosen = [f for f in chosen if precision in f.precisions or (f.name == "onnx")]
     if precision == "int8" and all(f.name != "tensorrt" for f in chosen):
         raise ConfigError(f"INT8 engines need TensorRT: {trt_reason}. Run the export on the device (jetson/build_engines.sh)")
@@ -136,11 +176,11 @@ def engine_member(fmt: EngineFormat, precision: str) -> str:
 
 
 def add_engine(
-    manifest: dict[str, Any], members: dict[str, bytes], fmt: EngineFormat, model: torch.nn.Module, options: ExportOptions
+    manifest: dict[str, Any], members: dict[str, bytes], fmt: EngineFormat, source: ModelSource, options: ExportOptions
 ) -> dict[str, Any]:
     """Build `fmt` into `members` and record it in `manifest['engines']` (replacing an entry of the same backend and precision)."""
     size = tuple(manifest["input"]["size_px"])
-    data, extra = fmt.build(model, size, options)
+    data, extra = fmt.build(source, size, options)
     member = engine_member(fmt, options.precision)
     members[member] = data
     h, w = size
@@ -153,7 +193,6 @@ def add_engine(
         "input_shapes": {"images": ["batch", h, w, 3]},
         "output_shapes": {"features": ["batch", manifest["features"]["channels"], *manifest["features"]["grid"]]},
         "dynamic_batch": True,
-        "torch_version": torch.__version__,
         **extra,
     }
     manifest["engines"] = [

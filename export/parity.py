@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from edgead.artifact import Artifact
 from edgead.runtime.backends.base import Backend
@@ -23,31 +22,44 @@ class EagerBackend(Backend):
 
     name = "eager-torch"
 
-    def __init__(self, artifact: Artifact, model: torch.nn.Module) -> None:
+    def __init__(self, artifact: Artifact, model: Any) -> None:
         super().__init__(artifact, {"precision": "fp32"}, "cpu")
         self.model = model.eval()
 
     def infer(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             return self.model(torch.from_numpy(np.ascontiguousarray(images))).numpy()
+
+
+def reference_backend(artifact: Artifact, model: Any | None) -> Backend | str:
+    """The eager FP32 model where torch is here; else the artifact's ONNX FP32 engine (checked against it at training)."""
+    return EagerBackend(artifact, model) if model is not None else "onnxruntime"
+
+
+def reference_name(model: Any | None) -> str:
+    return "eager/fp32" if model is not None else "onnx/fp32 (reference: torch not installed)"
 
 
 def parity_device(backend: str, precision: str) -> str:
     """Where an engine is checked: TensorRT on the GPU; FP16 TorchScript on CUDA where present, else the CPU."""
     if backend == "tensorrt":
         return "cuda"
-    if backend == "torchscript" and precision == "fp16" and torch.cuda.is_available():
-        return "cuda"
+    if backend == "torchscript" and precision == "fp16":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
     return "cpu"
 
 
-def parity_report(artifact: Artifact, model: torch.nn.Module, images: np.ndarray, backend: str, precision: str) -> dict[str, Any]:
-    """Largest feature and image-score differences of one engine against the eager FP32 model.
+def parity_report(artifact: Artifact, model: Any | None, images: np.ndarray, backend: str, precision: str) -> dict[str, Any]:
+    """Largest feature and image-score differences of one engine against the FP32 reference.
 
     images: (N, H, W, 3) uint8 at the input size. The engine runs through the runtime, as deployed.
     """
     device = parity_device(backend, precision)
-    with Predictor(artifact, EagerBackend(artifact, model)) as reference:
+    with Predictor(artifact, reference_backend(artifact, model), precision="fp32") as reference:
         eager = reference.backend.infer(images)
         eager_scores = np.array([p.score for p in reference.predict(list(images))])
     with Predictor(artifact, backend, device, precision) as engine:
@@ -57,6 +69,7 @@ def parity_report(artifact: Artifact, model: torch.nn.Module, images: np.ndarray
     score_diff = float(np.abs(got_scores - eager_scores).max())
     return {
         "device": device,
+        "reference": reference_name(model),
         "images": int(images.shape[0]),
         "max_abs_feature_diff": feature_diff,
         "max_rel_feature_diff": feature_diff / max(float(np.abs(eager).max()), 1e-12),
@@ -65,9 +78,9 @@ def parity_report(artifact: Artifact, model: torch.nn.Module, images: np.ndarray
     }
 
 
-def auroc_report(artifact: Artifact, model: torch.nn.Module, dataset: Dataset, engines: list[dict[str, Any]]) -> dict[str, float]:
-    """Image AUROC on `dataset` of the eager FP32 model and of each engine, keyed 'eager' and 'format/precision'."""
-    with Predictor(artifact, EagerBackend(artifact, model)) as reference:
+def auroc_report(artifact: Artifact, model: Any | None, dataset: Dataset, engines: list[dict[str, Any]]) -> dict[str, float]:
+    """Image AUROC on `dataset` of the FP32 reference (key 'eager/fp32') and of each engine ('format/precision')."""
+    with Predictor(artifact, reference_backend(artifact, model), precision="fp32") as reference:
         result = {"eager/fp32": evaluate(reference, dataset).metrics["image_auroc"]}
     for entry in engines:
         device = parity_device(entry["backend"], entry["precision"])

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgead.artifact import read_artifact, write_artifact
+from edgead.artifact import Artifact, read_artifact, write_artifact
 from edgead.errors import ArtifactError, ConfigError
 from edgead.export.calibration import load_calibration_images
-from edgead.export.engines import ExportOptions, add_engine, choose_formats, engine_precision, in_memory
+from edgead.export.engines import ExportOptions, ModelSource, add_engine, choose_formats, engine_precision, in_memory
 from edgead.export.parity import auroc_report, parity_problems, parity_report
-from edgead.kit.patchcore import load_feature_model
 from edgead.runtime.datasets import open_dataset
 
 
@@ -23,6 +22,22 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
     aurocs: dict[str, float] | None = None
     problems: list[str] = field(default_factory=list)
+
+
+def model_source(artifact: Artifact) -> ModelSource:
+    """The eager model rebuilt from the artifact's weights where torch is installed, and the artifact's ONNX graph."""
+    onnx_entry = artifact.engine("onnxruntime", "fp32")
+    onnx = artifact.member(onnx_entry["member"]) if onnx_entry else None
+    try:
+        from edgead.kit.patchcore import load_feature_model
+    except ImportError:
+        if onnx is None:
+            raise ArtifactError(f"{artifact.path} has no ONNX graph and torch is not installed to rebuild one: install torch, or re-train") from None
+        return ModelSource(None, onnx)
+    try:
+        return ModelSource(load_feature_model(artifact), onnx)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{artifact.path}: the weights do not rebuild the feature model ({exc}); re-train it") from None
 
 
 def _calibration(manifest: dict[str, Any], calib_dir: str | None, size: tuple[int, int]):
@@ -49,10 +64,7 @@ def export_model(
     """Add engines to the model at `model_path` (or write a copy to `out`); the input file is replaced only on success."""
     artifact = read_artifact(model_path)
     formats, notes = choose_formats(format_name, precision)
-    try:
-        model = load_feature_model(artifact)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        raise ArtifactError(f"{model_path}: the weights do not rebuild the feature model ({exc}); re-train it") from None
+    source = model_source(artifact)
     manifest = copy.deepcopy(artifact.manifest)
     members = dict(artifact.members)
     size = tuple(manifest["input"]["size_px"])
@@ -66,12 +78,12 @@ def export_model(
     entries = []
     for fmt in formats:
         options = ExportOptions(engine_precision(fmt, precision), batch_profile, workspace_mb, calibration, cache_dir)
-        entry = add_engine(manifest, members, fmt, model, options)
-        entry["parity"] = parity_report(in_memory(manifest, members), model, images, entry["backend"], entry["precision"])
+        entry = add_engine(manifest, members, fmt, source, options)
+        entry["parity"] = parity_report(in_memory(manifest, members), source.model, images, entry["backend"], entry["precision"])
         entries.append(entry)
     aurocs = None
     if check_dir:
-        aurocs = auroc_report(in_memory(manifest, members), model, open_dataset(check_dir), entries)
+        aurocs = auroc_report(in_memory(manifest, members), source.model, open_dataset(check_dir), entries)
         manifest["parity_auroc"] = {"data": str(check_dir), **aurocs}
     problems = [p for entry in entries for p in parity_problems(entry, aurocs)]
     path = write_artifact(out or model_path, manifest, members)
