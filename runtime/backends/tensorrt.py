@@ -328,6 +328,10 @@ class TensorRTBackend(Backend):
             chunks.append(self.slot.wait())
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
+    def create_slot(self, max_batch: int) -> TensorRTSlot:
+        """Another slot (its own execution context, stream, pinned and device buffers) for the patch scheduler."""
+        return TensorRTSlot(self.trt_engine, min(max_batch, self.trt_engine.max_batch))
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

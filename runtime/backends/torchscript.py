@@ -32,7 +32,56 @@ class TorchScriptBackend(Backend):
             batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).to(self.device)
             return self.module(batch).float().cpu().numpy()
 
+    def create_slot(self, max_batch: int) -> TorchScriptCudaSlot:
+        """A CUDA stream with pinned input/output buffers for the patch scheduler (CUDA devices only)."""
+        return TorchScriptCudaSlot(self, max_batch)
+
     def close(self) -> None:
         if not self._closed:
             self.module = None
         super().close()
+
+
+class TorchScriptCudaSlot:
+    """One CUDA stream: pinned uint8 input, copy in, the module, copy out to pinned memory, an event.
+
+    submit() only enqueues; wait() blocks on the event. A slot is reused only after wait(), so its
+    pinned input is never overwritten while a copy from it may still be running.
+    """
+
+    def __init__(self, backend: TorchScriptBackend, max_batch: int) -> None:
+        torch = backend.torch
+        self.torch, self.backend, self.max_batch = torch, backend, max_batch
+        self.device = torch.device(backend.device)
+        self.stream = torch.cuda.Stream(device=self.device)
+        self.event = torch.cuda.Event()
+        self.host_in = None
+        self.host_out = None
+        self.count = 0
+
+    def submit(self, batch: np.ndarray) -> None:
+        torch = self.torch
+        n = batch.shape[0]
+        if n > self.max_batch:
+            raise BackendError(f"batch of {n} exceeds the slot's {self.max_batch}")
+        if self.host_in is None:
+            self.host_in = torch.empty((self.max_batch, *batch.shape[1:]), dtype=torch.uint8).pin_memory()
+        self.host_in[:n].numpy()[...] = batch
+        with torch.cuda.stream(self.stream), torch.inference_mode():
+            device_in = self.host_in[:n].to(self.device, non_blocking=True)
+            out = self.backend.module(device_in)
+            if self.host_out is None:
+                self.host_out = torch.empty((self.max_batch, *out.shape[1:]), dtype=out.dtype).pin_memory()
+            self.host_out[:n].copy_(out, non_blocking=True)
+            self.event.record(self.stream)
+        self.count = n
+
+    def ready(self) -> bool:
+        return self.event.query()
+
+    def wait(self) -> np.ndarray:
+        self.event.synchronize()
+        return self.host_out[: self.count].float().numpy().copy()
+
+    def close(self) -> None:
+        self.host_in = self.host_out = None
