@@ -1,4 +1,4 @@
-"""The `edgead` command line: train, eval, predict, doctor, demo-data.
+"""The `edgead` command line: train, eval, predict, export, run, enroll, bench, doctor, demo-data.
 
 Heavy modules (torch, the kit, the export stage) are imported inside the commands that need them.
 User errors print as one line without a traceback and exit with status 2; bugs keep their traceback.
@@ -286,6 +286,67 @@ def enroll(inputs, model, backend, device, out, quiet):
         f"({summary['new_features_kept']} new), coreset radius {summary['radius']:.4f}"
     )
     click.echo(f"wrote {target}")
+
+
+@main.command()
+@click.argument("uri", required=False)
+@click.option("--camera", type=int, default=None, help="Camera index (0 is the first camera).")
+@click.option("--video", type=click.Path(dir_okay=False), default=None, help="A video file, scored to its end.")
+@click.option("--images", type=click.Path(file_okay=False), default=None, help="A folder of images, scored in sorted order.")
+@model_option
+@backend_option
+@device_option
+@precision_option
+@click.option("--headless", is_flag=True, help="No window (needed with opencv-python-headless or without a display).")
+@click.option("--save-video", type=click.Path(dir_okay=False), default=None, help="Write the annotated frames to this video (.mp4; .avi for MJPG).")
+@click.option("--events", type=click.Path(dir_okay=False), default=None, help="Append one JSON line per anomalous frame to this file.")
+@click.option("--save-anomalies", type=click.Path(file_okay=False), default=None, help="Save each anomalous frame, annotated, as a PNG in this folder.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
+@click.option("--report-every", "report_every_s", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between FPS and latency reports on stderr.")
+@click.option("--min-box-area", "min_box_area_px", type=click.FloatRange(min=0), default=16, show_default=True, help="Smallest anomalous region that gets a box, in frame pixels.")
+@click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
+def run(uri, camera, video, images, model, backend, device, precision, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
+    """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
+    import logging
+    import signal
+    from contextlib import ExitStack
+
+    from edgead.runtime.live import run_live
+    from edgead.runtime.sinks import AnomalySaver, EventLog, VideoSink
+    from edgead.runtime.sources import open_source
+
+    given = [s for s in (uri, camera, video, images) if s is not None]
+    if len(given) != 1:
+        raise ConfigError("give exactly one source: --camera N, --video PATH, --images DIR or a URI such as rtsp://host/stream")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # reconnections show on stderr
+
+    def stop(signum, frame):  # `systemctl stop` ends the run like Ctrl-C: files are closed and valid
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with ExitStack() as stack:
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision))
+        source = stack.enter_context(open_source(given[0]))
+        sinks = []
+        if events:
+            sinks.append(stack.enter_context(EventLog(events)))
+        if save_video:
+            sinks.append(stack.enter_context(VideoSink(save_video, fps=source.fps or 30.0)))
+        if save_anomalies:
+            sinks.append(stack.enter_context(AnomalySaver(save_anomalies)))
+        click.echo(f"scoring {source.name} with {predictor.backend.describe()}; Ctrl-C stops", err=True)
+        summary = run_live(
+            predictor, source, sinks, headless=headless, report_every_s=report_every_s, max_frames=max_frames,
+            on_stats=lambda stats: click.echo(stats.line(), err=True), min_box_area_px=min_box_area_px,
+        )
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        for line in summary.lines():
+            click.echo(line)
+    for label, path in (("events", events), ("video", save_video), ("anomalous frames", save_anomalies)):
+        if path:
+            click.echo(f"{label}: {path}", err=as_json)
 
 
 @main.command()

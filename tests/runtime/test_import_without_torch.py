@@ -11,7 +11,9 @@ def run_blocked(code: str) -> subprocess.CompletedProcess:
 def test_runtime_imports_with_torch_blocked():
     done = run_blocked(
         "import edgead.runtime, edgead.runtime.predictor, edgead.runtime.evaluate, edgead.runtime.predict, "
-        "edgead.runtime.backends.onnxrt, edgead.runtime.report, edgead.cli; "
+        "edgead.runtime.backends.onnxrt, edgead.runtime.report, edgead.runtime.live, edgead.runtime.sinks, "
+        "edgead.runtime.sources, edgead.runtime.scheduler, edgead.runtime.enroll, edgead.runtime.cuda, "
+        "edgead.runtime.backends.tensorrt, edgead.cli; "
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]; print('ok')"
     )
     assert done.returncode == 0, done.stderr
