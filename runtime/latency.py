@@ -7,7 +7,6 @@ import time
 import numpy as np
 
 from edgead.errors import ArtifactError
-from edgead.runtime.postprocess import anomaly_maps
 from edgead.runtime.predictor import Predictor
 
 
@@ -21,13 +20,11 @@ def measure_latency(predictor: Predictor, batch: int, iterations: int, warmup: i
     times: dict[str, list[float]] = {"inference": [], "knn": [], "maps": [], "total": []}
     for step in range(warmup + iterations):
         t0 = time.perf_counter()
-        features = predictor.backend.infer(images)
+        features = predictor.infer(images)
         t1 = time.perf_counter()
-        n, c, h, w = features.shape
-        patch_scores = predictor.bank.score(features.transpose(0, 2, 3, 1).reshape(-1, c)).reshape(n, h, w)
+        patch_scores = predictor.knn(features)
         t2 = time.perf_counter()
-        maps = anomaly_maps(patch_scores, predictor.size_px, predictor.blur_sigma_px)
-        maps.reshape(n, -1).max(axis=1)
+        predictor.maps(patch_scores)
         t3 = time.perf_counter()
         if step >= warmup:
             for key, value in (("inference", t1 - t0), ("knn", t2 - t1), ("maps", t3 - t2), ("total", t3 - t0)):

@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from edgead.runtime.postprocess import anomaly_maps
-from edgead.runtime.preprocess import stack_batch
 from edgead.runtime.sinks import Result, Sink, WindowSink, anomaly_boxes
 from edgead.runtime.sources import Frame
 
@@ -148,15 +146,14 @@ class _Scorer:
 
     def score(self, frame: Frame, marks: list[float], clock: Callable[[], float], fps: float) -> Result:
         p = self.predictor
-        batch = stack_batch([frame.image], self.size_px)
+        batch = p.prepare([frame.image])
         marks.append(clock())
-        features = p.backend.infer(batch)
+        features = p.infer(batch)
         marks.append(clock())
-        _, channels, h, w = features.shape
-        patch_scores = p.bank.score(features.transpose(0, 2, 3, 1).reshape(-1, channels)).reshape(1, h, w)
+        scores = p.knn(features)
         marks.append(clock())
-        anomaly_map = anomaly_maps(patch_scores, self.size_px, p.blur_sigma_px)[0]
-        score = float(anomaly_map.max())
+        image_scores, maps = p.maps(scores)
+        anomaly_map, score = maps[0], float(image_scores[0])
         anomalous = score > p.threshold
         boxes = anomaly_boxes(anomaly_map, p.threshold, self.min_box_area_px, frame.image.shape[:2]) if anomalous else []
         marks.append(clock())

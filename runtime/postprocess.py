@@ -23,15 +23,23 @@ def anomaly_maps(patch_scores: np.ndarray, size_px: tuple[int, int], blur_sigma_
     return maps
 
 
+def patch_scores(features: np.ndarray, bank: MemoryBank) -> np.ndarray:
+    """Patch features (N, C, h, w) -> kNN patch scores (N, h, w)."""
+    n, channels, h, w = features.shape
+    return bank.score(features.transpose(0, 2, 3, 1).reshape(-1, channels)).reshape(n, h, w)
+
+
+def image_scores(maps: np.ndarray) -> np.ndarray:
+    """(N, H, W) anomaly maps -> (N,) image scores: the largest value of each map."""
+    return maps.reshape(maps.shape[0], -1).max(axis=1)
+
+
 def score_features(
     features: np.ndarray, bank: MemoryBank, size_px: tuple[int, int], blur_sigma_px: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Patch features (N, C, h, w) -> image scores (N,) and anomaly maps (N, H, W) at the input size."""
-    n, channels, h, w = features.shape
-    queries = features.transpose(0, 2, 3, 1).reshape(-1, channels)
-    patch_scores = bank.score(queries).reshape(n, h, w)
-    maps = anomaly_maps(patch_scores, size_px, blur_sigma_px)
-    return maps.reshape(n, -1).max(axis=1), maps
+    maps = anomaly_maps(patch_scores(features, bank), size_px, blur_sigma_px)
+    return image_scores(maps), maps
 
 
 def resize_map(anomaly_map: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
