@@ -151,7 +151,9 @@ def test_missing_path_is_a_clear_error(tmp_path):
 def test_live_source_reconnects_with_back_off_and_continues(caplog):
     fake = FakeTime()
     # 3 frames, then the camera vanishes: two reopenings fail, the third delivers 3 more frames
-    factory = FakeFactory(FakeCapture(frames=3), FakeCapture(opened=False), FakeCapture(opened=False), FakeCapture(frames=None))
+    # the endless camera reads at 100 fps (real time) so the 64-frame buffer cannot overflow before the test reads it
+    endless = FakeCapture(frames=None, read_delay_s=0.01)
+    factory = FakeFactory(FakeCapture(frames=3), FakeCapture(opened=False), FakeCapture(opened=False), endless)
     policy = ReconnectPolicy(initial_delay_s=0.5, max_delay_s=8.0, max_attempts=5)
     caplog.set_level(logging.WARNING, logger="edgead.runtime.sources")
     with open_source(0, capture_factory=factory, buffer_frames=64, reconnect=policy, sleep=fake.sleep, clock=fake.clock) as source:
@@ -160,10 +162,7 @@ def test_live_source_reconnects_with_back_off_and_continues(caplog):
             frames.append(frame)
             if len(frames) == 6:
                 break
-    indices = [f.index for f in frames]
-    assert indices[:3] == [0, 1, 2]  # the frames before the drop all arrive
-    # after reconnecting the (endless) fake camera may outrun the consumer; the buffer then drops the oldest
-    assert indices == sorted(set(indices))
+    assert [f.index for f in frames] == list(range(6))  # nothing lost: the buffer was large enough
     assert fake.delays == [0.5, 1.0, 2.0]
     assert source.reconnects == 1 and source.reconnect_attempts == 3
     attempts = [r.getMessage() for r in caplog.records if "no frame" in r.getMessage()]
