@@ -49,18 +49,26 @@ def _progress(quiet: bool):
     return silent_progress if quiet else bar_progress
 
 
-def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None):
+def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None, streams: int = 1):
     from edgead.artifact import read_artifact
-    from edgead.runtime.predictor import Predictor
+    from edgead.runtime.predictor import Predictor, tiling_from
     from edgead.workspace import resolve_model
 
     artifact = read_artifact(resolve_model(model))
-    return Predictor(artifact, backend=backend, device=device, precision=precision)
+    tiling = tiling_from(artifact.manifest, tile, stride)
+    return Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams)
 
 
 model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
 backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference backend (default: the first that runs: TensorRT, ONNX Runtime, TorchScript).")
 device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+def tiling_options(command):
+    """--tile/--stride (frame pixels) and --streams, for every command that scores frames."""
+    command = click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True, help="CUDA streams the patch scheduler keeps busy (GPU backends).")(command)
+    command = click.option("--stride", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size, or the model's).")(command)
+    return click.option("--tile", type=click.IntRange(min=16), default=None, help="Cut frames into tiles of this many pixels instead of resizing them (default: the model's setting).")(command)
+
+
 precision_option = click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Engine precision (default: fp16 on CUDA where built, else fp32).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
@@ -76,11 +84,13 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 @click.option("--k", type=int, default=1, show_default=True, help="Nearest neighbours averaged per patch score.")
 @click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
 @click.option("--holdout", "holdout_fraction", type=float, default=0.1, show_default=True, help="Fraction of good images held out to calibrate the threshold.")
+@click.option("--tile", "tile_px", type=click.IntRange(min=16), default=None, help="Cut images into tiles of this many pixels (for frames much larger than --image-size).")
+@click.option("--stride", "stride_px", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size).")
 @click.option("--blur-sigma", "blur_sigma_px", type=float, default=4.0, show_default=True, help="Gaussian smoothing of the anomaly map, in pixels.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @quiet_option
-def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, feature_dim, holdout_fraction, blur_sigma_px, batch_size, seed, quiet):
+def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, feature_dim, holdout_fraction, tile_px, stride_px, blur_sigma_px, batch_size, seed, quiet):
     """Train a detector on the good images of DATA_DIR (an MVTec AD category or a folder of good images)."""
     from edgead.config import PatchCoreConfig, parse_coreset
     from edgead.runtime.datasets import open_dataset
@@ -93,6 +103,8 @@ def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, f
         feature_dim=feature_dim,
         k=k,
         holdout_fraction=holdout_fraction,
+        tile_px=tile_px,
+        stride_px=stride_px,
         blur_sigma_px=blur_sigma_px,
         batch_size=batch_size,
         seed=seed,
@@ -132,16 +144,17 @@ def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, f
 @backend_option
 @device_option
 @precision_option
+@tiling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, as_json, report, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, as_json, report, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
 
     dataset = open_dataset(data_dir)
-    with _open_predictor(model, backend, device, precision) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -172,15 +185,16 @@ def eval_(data_dir, model, backend, device, precision, as_json, report, quiet):
 @backend_option
 @device_option
 @precision_option
+@tiling_options
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
@@ -297,6 +311,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @backend_option
 @device_option
 @precision_option
+@tiling_options
 @click.option("--headless", is_flag=True, help="No window (needed with opencv-python-headless or without a display).")
 @click.option("--save-video", type=click.Path(dir_okay=False), default=None, help="Write the annotated frames to this video (.mp4; .avi for MJPG).")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="Append one JSON line per anomalous frame to this file.")
@@ -305,7 +320,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--report-every", "report_every_s", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between FPS and latency reports on stderr.")
 @click.option("--min-box-area", "min_box_area_px", type=click.FloatRange(min=0), default=16, show_default=True, help="Smallest anomalous region that gets a box, in frame pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import logging
     import signal
@@ -325,7 +340,7 @@ def run(uri, camera, video, images, model, backend, device, precision, headless,
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:

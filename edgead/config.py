@@ -19,6 +19,9 @@ class PatchCoreConfig:
     image_size_px: int = 256
     # neighbourhood aggregated around each feature cell ("locally aware" patch features), in cells
     patch_cells: int = 3
+    # cut images into tiles of tile_px (image pixels) at stride_px instead of resizing them whole; None = resize
+    tile_px: int | None = None
+    stride_px: int | None = None
     # input mirrored by this many pixels on each side before the backbone (multiple of 16; 0 = off)
     reflect_pad_px: int = 32
     # channels of the patch feature after fixed average pooling over channels; None keeps them all
@@ -42,6 +45,10 @@ class PatchCoreConfig:
             raise ConfigError(f"patch_cells must be an odd number >= 1, got {self.patch_cells}")
         if self.reflect_pad_px < 0 or self.reflect_pad_px % 16 or self.reflect_pad_px >= self.image_size_px:
             raise ConfigError(f"reflect padding must be a multiple of 16 px below the image size, got {self.reflect_pad_px}")
+        if self.tile_px is None and self.stride_px is not None:
+            raise ConfigError("--stride needs --tile: give the tile size in pixels too")
+        if self.tile_px is not None and (self.tile_px < 16 or not 1 <= (self.stride_px or self.tile_px) <= self.tile_px):
+            raise ConfigError(f"tiles of {self.tile_px} px at stride {self.stride_px} px: the tile must be >= 16 px and the stride 1..tile")
         if (self.coreset_fraction is None) == (self.coreset_count is None):
             raise ConfigError("set exactly one of coreset_fraction and coreset_count")
         if self.coreset_fraction is not None and not 0 < self.coreset_fraction <= 1:

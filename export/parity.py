@@ -59,10 +59,11 @@ def parity_report(artifact: Artifact, model: Any | None, images: np.ndarray, bac
     images: (N, H, W, 3) uint8 at the input size. The engine runs through the runtime, as deployed.
     """
     device = parity_device(backend, precision)
-    with Predictor(artifact, reference_backend(artifact, model), precision="fp32") as reference:
+    # parity images are at the input size already: whole-frame scoring, whatever the model's tiling
+    with Predictor(artifact, reference_backend(artifact, model), precision="fp32", tiling=False) as reference:
         eager = reference.backend.infer(images)
         eager_scores = np.array([p.score for p in reference.predict(list(images))])
-    with Predictor(artifact, backend, device, precision) as engine:
+    with Predictor(artifact, backend, device, precision, tiling=False) as engine:
         got = engine.backend.infer(images).astype(np.float32)
         got_scores = np.array([p.score for p in engine.predict(list(images))])
     feature_diff = float(np.abs(got - eager).max())

@@ -21,8 +21,8 @@ from edgead.kit.features import PatchFeatureModel
 from edgead.runtime.coreset import greedy_coreset
 from edgead.runtime.images import read_image
 from edgead.runtime.memory_bank import MemoryBank
-from edgead.runtime.postprocess import calibrate, score_features
-from edgead.runtime.preprocess import stack_batch
+from edgead.runtime.postprocess import anomaly_maps, calibrate, patch_scores
+from edgead.runtime.predictor import Tiling, frame_maps, prepare_batch
 
 WEIGHTS_MEMBER = "weights.safetensors"
 BANK_MEMBER = "memory_bank.npy"
@@ -50,19 +50,28 @@ def build_feature_model(config: PatchCoreConfig, weights: Path | None = None, pr
     return PatchFeatureModel(backbone, config.patch_cells, config.feature_dim, config.reflect_pad_px).eval()
 
 
-@torch.inference_mode()
+def tiling_of(config: PatchCoreConfig) -> Tiling | None:
+    return Tiling(config.tile_px, config.stride_px or config.tile_px) if config.tile_px else None
+
+
 def extract_features(
     model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str
 ) -> np.ndarray:
-    """Patch features (N, C, h, w) float32 of the images at `paths`, in batches."""
+    """Patch features (N, C, h, w) float32 of the images at `paths` (of their tiles when tiling), in batches."""
+    return np.concatenate([features for _, features in _feature_batches(model, paths, config, progress, label)])
+
+
+@torch.inference_mode()  # torch applies it around every step of the generator
+def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str):
+    """(Batch, features) per batch of images, prepared exactly as the runtime prepares frames."""
     size = (config.image_size_px, config.image_size_px)
-    chunks = []
+    tiling = tiling_of(config)
     with progress(label, len(paths)) as advance:
         for start in range(0, len(paths), config.batch_size):
-            batch = [read_image(p) for p in paths[start : start + config.batch_size]]
-            chunks.append(model(torch.from_numpy(stack_batch(batch, size))).numpy())
-            advance(len(batch))
-    return np.concatenate(chunks)
+            images = [read_image(p) for p in paths[start : start + config.batch_size]]
+            batch = prepare_batch(images, size, tiling)
+            yield batch, model(torch.from_numpy(batch.images)).numpy()
+            advance(len(images))
 
 
 def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
@@ -100,13 +109,17 @@ def fit_patchcore(
     size = (config.image_size_px, config.image_size_px)
     # with no hold-out the bank's own images calibrate: their scores are optimistic, the threshold low
     calib_paths = holdout_paths or bank_paths
-    calib_features = extract_features(model, calib_paths, config, progress, "calibrate")
-    scores, maps = score_features(calib_features, memory_bank, size, config.blur_sigma_px)
+    scores, pixels = [], []
+    for batch, features in _feature_batches(model, calib_paths, config, progress, "calibrate"):
+        maps = anomaly_maps(patch_scores(features, memory_bank), size, config.blur_sigma_px)
+        batch_scores, frame_level = frame_maps(maps, batch, tiling_of(config))
+        scores.extend(batch_scores)
+        pixels.extend(m.ravel() for m in frame_level)
     return TrainedPatchCore(
         config=config,
         model=model,
         bank=bank,
-        calibration=calibrate(scores, maps),
+        calibration=calibrate(np.array(scores), np.concatenate(pixels)),
         coreset_radius=coreset.radius,
         n_patch_features=int(flat.shape[0]),
         grid=(h, w),
@@ -141,7 +154,11 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
             "normalisation": {"mean": list(model.backbone.mean), "std": list(model.backbone.std), "inside_graph": True},
         },
         # whole frames are resized to the input; tiles of tile_px at stride_px when tiling is enabled
-        "tiling": {"enabled": False, "tile_px": cfg.image_size_px, "stride_px": cfg.image_size_px},
+        "tiling": {
+            "enabled": cfg.tile_px is not None,
+            "tile_px": cfg.tile_px or cfg.image_size_px,
+            "stride_px": cfg.stride_px or cfg.tile_px or cfg.image_size_px,
+        },
         "features": {
             "layout": "NCHW",
             "channels": model.out_channels,

@@ -13,6 +13,7 @@ from edgead.errors import DataError
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.datasets import Dataset, Sample, load_mask
 from edgead.runtime.images import read_image
+from edgead.runtime.postprocess import resize_map
 from edgead.runtime.predictor import Predictor
 
 
@@ -59,7 +60,7 @@ def evaluate(
                 scores[i] = pred.score
                 mask = None
                 if with_pixels:
-                    maps[i] = pred.anomaly_map
+                    maps[i] = resize_map(pred.anomaly_map, (h, w))  # tiled frames come at their own size
                     full = load_mask(sample, image.shape[:2])
                     mask = cv2.resize(full.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
                     masks[i] = mask

@@ -152,7 +152,7 @@ class _Scorer:
         marks.append(clock())
         scores = p.knn(features)
         marks.append(clock())
-        image_scores, maps = p.maps(scores)
+        image_scores, maps = p.maps(scores, batch)
         anomaly_map, score = maps[0], float(image_scores[0])
         anomalous = score > p.threshold
         boxes = anomaly_boxes(anomaly_map, p.threshold, self.min_box_area_px, frame.image.shape[:2]) if anomalous else []

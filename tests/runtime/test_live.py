@@ -162,7 +162,15 @@ def test_a_window_without_a_gui_fails_before_the_first_frame(predictor, tmp_path
     assert source.closed == 1 and events.closed
 
 
-def test_live_camera_slower_model_drops_frames(predictor):
+def test_live_camera_slower_model_drops_frames(predictor, monkeypatch):
+    infer = predictor.infer
+
+    def slow_infer(batch):  # 10 ms a frame, whatever the machine: slower than the camera
+        time.sleep(0.01)
+        return infer(batch)
+
+    monkeypatch.setattr(predictor, "infer", slow_infer)
+
     class Camera:  # a 1 ms camera: faster than the model, so the buffer drops the oldest
         def __init__(self, *args):
             self.n = 0
