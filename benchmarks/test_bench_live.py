@@ -83,14 +83,30 @@ def test_run_live_loop_cost_with_a_null_model(benchmark, machine):
 
     import numpy as np
 
+    from edgead.runtime.predictor import frame_maps, prepare_batch
+    from edgead.runtime.postprocess import anomaly_maps
     from edgead.runtime.sources import Frame
 
-    features = np.zeros((1, 152, 8, 8), np.float32)
-    null = SimpleNamespace(
-        size_px=(64, 64), blur_sigma_px=4.0, threshold=1.0, artifact=SimpleNamespace(manifest={"postprocess": {}}),
-        backend=SimpleNamespace(infer=lambda batch: features, describe=lambda: "null"),
-        bank=SimpleNamespace(score=lambda queries: np.zeros(len(queries), np.float32)),
-    )
+    class NullPredictor:
+        """The Predictor's stages with the engine and the kNN doing nothing: what is left is the loop."""
+
+        size_px, blur_sigma_px, threshold, tiling = (64, 64), 4.0, 1.0, None
+        artifact = SimpleNamespace(manifest={"postprocess": {}})
+        backend = SimpleNamespace(describe=lambda: "null")
+
+        def prepare(self, images):
+            return prepare_batch(images, self.size_px, None)
+
+        def infer(self, batch):
+            return np.zeros((len(batch.images), 152, 8, 8), np.float32)
+
+        def knn(self, features):
+            return np.zeros((features.shape[0], 8, 8), np.float32)
+
+        def maps(self, scores, batch=None):
+            return frame_maps(anomaly_maps(scores, self.size_px, self.blur_sigma_px), batch, None)
+
+    null = NullPredictor()
     frames = [Frame(i, 0.0, np.zeros((64, 64, 3), np.uint8), "null") for i in range(2000)]
     benchmark.extra_info.update(machine, backend="null", size_px=64, frames=len(frames), what="run_live loop cost, no model work")
     benchmark.pedantic(lambda: run_live(null, frames, report_every_s=None), rounds=5, warmup_rounds=1)
