@@ -26,19 +26,23 @@ def read_image(path: str | Path) -> np.ndarray:
     three channels; alpha is dropped (not composited), so transparent pixels keep their colour.
     EXIF orientation is not applied: pixels come as stored.
     """
-    raw = _decode(path, "image")
-    pixels = _to_uint8(raw, path)
+    return to_rgb(_decode(path, "image"), str(path))
+
+
+def to_rgb(pixels: np.ndarray, what: str) -> np.ndarray:
+    """Pixels as OpenCV decodes or captures them (gray, BGR, BGRA; 8 or 16 bit) -> (H, W, 3) uint8 RGB.
+
+    `what` names the file or source in errors.
+    """
+    pixels = _to_uint8(np.asarray(pixels), what)
     if pixels.ndim == 2:
-        return np.ascontiguousarray(np.repeat(pixels[:, :, None], 3, axis=2))
-    channels = pixels.shape[2]
+        pixels = pixels[:, :, None]
+    channels = pixels.shape[2] if pixels.ndim == 3 else 0
     if channels in (1, 2):  # gray, gray + alpha
         return np.ascontiguousarray(np.repeat(pixels[:, :, :1], 3, axis=2))
-    if channels in (3, 4):  # BGR, BGRA
-        return cv2.cvtColor(pixels[:, :, :3], cv2.COLOR_BGR2RGB)
-    raise DataError(
-        f"{path} has {channels} channels; edgead reads gray, RGB and RGBA images — "
-        "convert it to an 8-bit RGB PNG"
-    )
+    if channels in (3, 4):  # BGR, BGRA: alpha dropped
+        return cv2.cvtColor(np.ascontiguousarray(pixels[:, :, :3]), cv2.COLOR_BGR2RGB)
+    raise DataError(f"{what} has pixels of shape {pixels.shape}; edgead reads gray, RGB and RGBA — convert it to 8-bit RGB")
 
 
 def read_mask(path: str | Path, expected_hw: tuple[int, int]) -> np.ndarray:

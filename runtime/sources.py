@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from edgead.errors import ConfigError, DataError
-from edgead.runtime.images import _to_uint8, is_image_path, list_images, read_image
+from edgead.runtime.images import is_image_path, list_images, read_image, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +66,6 @@ class ReconnectPolicy:
         too_many = self.max_attempts is not None and attempt > self.max_attempts
         too_long = self.max_total_s is not None and waited_s >= self.max_total_s
         return too_many or too_long
-
-
-def to_rgb(pixels: np.ndarray, source: str) -> np.ndarray:
-    """An OpenCV frame as delivered (gray, BGR, BGRA; 8 or 16 bit) -> (H, W, 3) uint8 RGB."""
-    pixels = _to_uint8(np.asarray(pixels), source)
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    channels = pixels.shape[2] if pixels.ndim == 3 else 0
-    if channels in (1, 2):  # gray, gray + alpha
-        return np.ascontiguousarray(np.repeat(pixels[:, :, :1], 3, axis=2))
-    if channels in (3, 4):  # BGR, BGRA: alpha dropped
-        return cv2.cvtColor(np.ascontiguousarray(pixels[:, :, :3]), cv2.COLOR_BGR2RGB)
-    raise DataError(f"{source} delivered a frame of shape {pixels.shape}; expected gray, BGR or BGRA frames")
 
 
 def redact(uri: str) -> str:
