@@ -62,6 +62,8 @@ def _open_predictor(model: str | None, backend: str | None, device: str, precisi
 model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
 backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference backend (default: the first that runs: TensorRT, ONNX Runtime, TorchScript).")
 device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+
+
 def tiling_options(command):
     """--tile/--stride (frame pixels) and --streams, for every command that scores frames."""
     command = click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True, help="CUDA streams the patch scheduler keeps busy (GPU backends).")(command)

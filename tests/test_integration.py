@@ -120,3 +120,13 @@ def test_cli_errors_are_one_line(data_root, tmp_path, monkeypatch):
     (tmp_path / "bad.edgead").write_bytes(b"junk")
     result = runner.invoke(main, ["predict", str(data_root / "test" / "good"), "--model", "bad.edgead", "--out", "o"])
     assert result.exit_code == 2 and "corrupt" in result.stderr
+
+
+def test_onnxruntime_io_binding_matches_plain_run(trained):
+    _, path = trained
+    artifact = read_artifact(path)
+    images = artifact.load_npy("parity_images.npy")
+    with Predictor(artifact, backend="onnxruntime") as predictor:
+        plain = predictor.backend.infer(images)
+        bound = predictor.backend.infer_bound(images, "cpu")  # the CUDA path's binding calls, on the CPU device
+    np.testing.assert_array_equal(plain, bound)

@@ -18,10 +18,12 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(artifact, engine, device)
         ort = require("onnxruntime", "onnx")
         available = ort.get_available_providers()
+        self.device_type, self.device_id = "cpu", 0
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
                 raise BackendError(f"onnxruntime has no CUDA provider here (it has {available}); install onnxruntime-gpu or use --device cpu")
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            self.device_type, self.device_id = "cuda", int(device.partition(":")[2] or 0)
+            providers = [("CUDAExecutionProvider", {"device_id": self.device_id}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
         options = ort.SessionOptions()
@@ -33,9 +35,21 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime could not load {engine['member']}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.uint8)})[0]
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if self.device_type == "cpu":
+            return self.session.run(None, {self.input_name: images})[0]
+        return self.infer_bound(images, self.device_type, self.device_id)
+
+    def infer_bound(self, images: np.ndarray, device_type: str, device_id: int = 0) -> np.ndarray:
+        """I/O binding: the input is copied to the device once, the output stays there until one copy back."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(images, dtype=np.uint8))
+        binding.bind_output(self.output_name, device_type, device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
     def close(self) -> None:
         if not self._closed:
