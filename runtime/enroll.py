@@ -34,7 +34,7 @@ def enroll_images(
     with progress("features", len(paths)) as advance:
         for start in range(0, len(paths), batch_size):
             batch = [read_image(p) for p in paths[start : start + batch_size]]
-            features = predictor.features(batch)
+            features = predictor.infer(predictor.prepare(batch))  # tiles, when the model is tiled
             chunks.append(features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1]))
             advance(len(batch))
     new = np.concatenate(chunks).astype(np.float32)

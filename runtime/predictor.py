@@ -140,10 +140,6 @@ class Predictor:
         """Patch scores -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
         return frame_maps(anomaly_maps(scores, self.size_px, self.blur_sigma_px), batch, self.tiling)
 
-    def features(self, images: list[np.ndarray]) -> np.ndarray:
-        """Patch features (N, C, h, w) of RGB images (resized whole to the model input)."""
-        return self.infer(stack_batch(images, self.size_px))
-
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Score a batch of (H, W, 3) uint8 RGB images."""
         if not images:
