@@ -139,3 +139,10 @@ def test_failed_write_leaves_previous_file_intact(artifact_path, monkeypatch):
         write_artifact(artifact_path, minimal_manifest(), {"bank.npy": b"", "weights.bin": b""})
     assert artifact_path.read_bytes() == before
     assert [p.name for p in artifact_path.parent.iterdir()] == [artifact_path.name]
+
+
+def test_unwritable_destination_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ArtifactError, match="cannot write.*--out"):
+        write_artifact(blocker / "m.edgead", minimal_manifest(), {"bank.npy": b"", "weights.bin": b""})
