@@ -6,6 +6,7 @@ User errors print as one line without a traceback and exit with status 2; bugs k
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -28,8 +29,11 @@ class EdgeADGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
+            if exc.errno == errno.ENOSPC:
                 click.echo(f"error: the disk is full ({exc.filename or 'while writing'}); free space and run again", err=True)
+                sys.exit(2)
+            if exc.filename:  # a path the user gave or we were told to write: permissions, a file in the way
+                click.echo(f"error: {exc.strerror}: {exc.filename}", err=True)
                 sys.exit(2)
             raise
         except KeyboardInterrupt:
