@@ -153,8 +153,9 @@ def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, f
 @tiling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
+@click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the held-out calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, as_json, report, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
@@ -182,6 +183,11 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, as
     if html_report:
         html_report.write(report, f"edgead eval — {data_dir}", result.metrics, result.per_type_auroc, result.notes)
         click.echo(f"report: {report}", err=as_json)
+    if adopt_threshold:
+        from edgead.runtime.threshold import adopt_threshold as adopt
+
+        value = adopt(predictor.artifact, result.metrics["image_f1_max_threshold"], data_dir, result.metrics["image_f1_max"])
+        click.echo(f"threshold {value:.4f} (F1-max {result.metrics['image_f1_max']:.4f} on {data_dir}) written to {predictor.artifact.path}", err=as_json)
 
 
 @main.command()

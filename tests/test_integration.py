@@ -130,3 +130,19 @@ def test_onnxruntime_io_binding_matches_plain_run(trained):
         plain = predictor.backend.infer(images)
         bound = predictor.backend.infer_bound(images, "cpu")  # the CUDA path's binding calls, on the CPU device
     np.testing.assert_array_equal(plain, bound)
+
+
+def test_eval_adopt_threshold_writes_the_f1_max_threshold(trained, data_root, tmp_path):
+    import shutil
+
+    _, path = trained
+    model = shutil.copy(path, tmp_path / "m.edgead")
+    before = read_artifact(model).manifest["postprocess"]["image_threshold"]
+    result = CliRunner().invoke(main, ["eval", str(data_root), "--model", str(model), "--json", "--adopt-threshold"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    post = read_artifact(model).manifest["postprocess"]
+    assert post["holdout_threshold"] == before and post["threshold_source"]["rule"] == "f1_max"
+    again = json.loads(CliRunner().invoke(main, ["eval", str(data_root), "--model", str(model), "--json"]).stdout)
+    # with the adopted threshold the runtime's own verdicts reach the F1-max of the same data
+    assert again["image_f1_at_threshold"] == pytest.approx(metrics["image_f1_max"])
