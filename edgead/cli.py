@@ -92,11 +92,12 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 @click.option("--holdout", "holdout_fraction", type=float, default=0.1, show_default=True, help="Fraction of good images held out to calibrate the threshold.")
 @click.option("--tile", "tile_px", type=click.IntRange(min=16), default=None, help="Cut images into tiles of this many pixels (for frames much larger than --image-size).")
 @click.option("--stride", "stride_px", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size).")
+@click.option("--score-quantile", type=float, default=None, help="Image score = this quantile of the anomaly map (e.g. 0.99) instead of its maximum.")
 @click.option("--blur-sigma", "blur_sigma_px", type=float, default=4.0, show_default=True, help="Gaussian smoothing of the anomaly map, in pixels.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @quiet_option
-def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, feature_dim, holdout_fraction, tile_px, stride_px, blur_sigma_px, batch_size, seed, quiet):
+def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, feature_dim, holdout_fraction, tile_px, stride_px, score_quantile, blur_sigma_px, batch_size, seed, quiet):
     """Train a detector on the good images of DATA_DIR (an MVTec AD category or a folder of good images)."""
     from edgead.config import PatchCoreConfig, parse_coreset
     from edgead.runtime.datasets import open_dataset
@@ -111,6 +112,7 @@ def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, f
         holdout_fraction=holdout_fraction,
         tile_px=tile_px,
         stride_px=stride_px,
+        score_quantile=score_quantile,
         blur_sigma_px=blur_sigma_px,
         batch_size=batch_size,
         seed=seed,

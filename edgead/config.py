@@ -33,6 +33,8 @@ class PatchCoreConfig:
     k: int = 1
     holdout_fraction: float = 0.1
     blur_sigma_px: float = 4.0
+    # image score: the map's maximum (None), or this quantile of the map (e.g. 0.99)
+    score_quantile: float | None = None
     batch_size: int = 8
     seed: int = 0
 
@@ -59,6 +61,8 @@ class PatchCoreConfig:
             raise ConfigError(f"k must be >= 1, got {self.k}")
         if not 0 <= self.holdout_fraction < 1:
             raise ConfigError(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.score_quantile is not None and not 0 < self.score_quantile < 1:
+            raise ConfigError(f"score quantile must be between 0 and 1 (e.g. 0.99), got {self.score_quantile}")
         if self.blur_sigma_px < 0:
             raise ConfigError(f"blur sigma must be >= 0 px, got {self.blur_sigma_px}")
         if self.batch_size < 1:

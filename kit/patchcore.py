@@ -112,7 +112,7 @@ def fit_patchcore(
     scores, pixels = [], []
     for batch, features in _feature_batches(model, calib_paths, config, progress, "calibrate"):
         maps = anomaly_maps(patch_scores(features, memory_bank), size, config.blur_sigma_px)
-        batch_scores, frame_level = frame_maps(maps, batch, tiling_of(config))
+        batch_scores, frame_level = frame_maps(maps, batch, tiling_of(config), config.score_quantile)
         scores.extend(batch_scores)
         pixels.extend(m.ravel() for m in frame_level)
     return TrainedPatchCore(
@@ -176,7 +176,12 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
             "coreset_radius": trained.coreset_radius,
             "patch_features_seen": trained.n_patch_features,
         },
-        "postprocess": {"blur_sigma_px": cfg.blur_sigma_px, "image_score": "max of map", **trained.calibration},
+        "postprocess": {
+            "blur_sigma_px": cfg.blur_sigma_px,
+            "score_quantile": cfg.score_quantile,
+            "image_score": "max of map" if cfg.score_quantile is None else f"quantile {cfg.score_quantile} of map",
+            **trained.calibration,
+        },
         "weights": {"member": WEIGHTS_MEMBER, "format": "safetensors"},
         "training": {
             # INT8 calibration defaults to these good images when they are still on this machine

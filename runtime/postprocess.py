@@ -29,17 +29,23 @@ def patch_scores(features: np.ndarray, bank: MemoryBank) -> np.ndarray:
     return bank.score(features.transpose(0, 2, 3, 1).reshape(-1, channels)).reshape(n, h, w)
 
 
-def image_scores(maps: np.ndarray) -> np.ndarray:
-    """(N, H, W) anomaly maps -> (N,) image scores: the largest value of each map."""
-    return maps.reshape(maps.shape[0], -1).max(axis=1)
+def image_scores(maps: np.ndarray | list[np.ndarray], quantile: float | None = None) -> np.ndarray:
+    """Anomaly maps (N of (H, W)) -> (N,) image scores: each map's largest value, or its `quantile` (0-1).
+
+    A high quantile (0.99) ignores a few hot pixels and suits large or diffuse defects; the maximum
+    keeps the smallest defects.
+    """
+    if quantile is None:
+        return np.array([float(m.max()) for m in maps], dtype=np.float32)
+    return np.array([float(np.quantile(m, quantile)) for m in maps], dtype=np.float32)
 
 
 def score_features(
-    features: np.ndarray, bank: MemoryBank, size_px: tuple[int, int], blur_sigma_px: float
+    features: np.ndarray, bank: MemoryBank, size_px: tuple[int, int], blur_sigma_px: float, quantile: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Patch features (N, C, h, w) -> image scores (N,) and anomaly maps (N, H, W) at the input size."""
     maps = anomaly_maps(patch_scores(features, bank), size_px, blur_sigma_px)
-    return image_scores(maps), maps
+    return image_scores(maps, quantile), maps
 
 
 def resize_map(anomaly_map: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:

@@ -75,12 +75,15 @@ def prepare_batch(images: list[np.ndarray], size_px: tuple[int, int], tiling: Ti
     return Batch(np.ascontiguousarray(np.concatenate(chunks)), layout)
 
 
-def frame_maps(maps: np.ndarray, batch: Batch | None, tiling: Tiling | None) -> tuple[np.ndarray, list[np.ndarray]]:
+def frame_maps(
+    maps: np.ndarray, batch: Batch | None, tiling: Tiling | None, quantile: float | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Input-sized maps (N, h, w) -> per frame: image score and map (stitched at the frame's size when tiled)."""
     if batch is None or not batch.tiles:
-        return image_scores(maps), list(maps)
-    frames = [stitch(maps[first : first + count], origins, hw, tiling.tile_px) for first, count, origins, hw in batch.tiles]
-    return np.array([float(m.max()) for m in frames]), frames
+        frames = list(maps)
+    else:
+        frames = [stitch(maps[first : first + count], origins, hw, tiling.tile_px) for first, count, origins, hw in batch.tiles]
+    return image_scores(frames, quantile), frames
 
 
 class Predictor:
@@ -115,6 +118,7 @@ class Predictor:
         self.bank = _open_bank(bank, manifest["memory_bank"]["k"], device)
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
         self.threshold = float(manifest["postprocess"]["image_threshold"])
+        self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
         self.max_batch = max_batch
         self.backend: Backend = backend if isinstance(backend, Backend) else open_backend(artifact, backend, device, precision)
@@ -138,7 +142,7 @@ class Predictor:
 
     def maps(self, scores: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Patch scores -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
-        return frame_maps(anomaly_maps(scores, self.size_px, self.blur_sigma_px), batch, self.tiling)
+        return frame_maps(anomaly_maps(scores, self.size_px, self.blur_sigma_px), batch, self.tiling, self.score_quantile)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Score a batch of (H, W, 3) uint8 RGB images."""

@@ -146,3 +146,19 @@ def test_eval_adopt_threshold_writes_the_f1_max_threshold(trained, data_root, tm
     again = json.loads(CliRunner().invoke(main, ["eval", str(data_root), "--model", str(model), "--json"]).stdout)
     # with the adopted threshold the runtime's own verdicts reach the F1-max of the same data
     assert again["image_f1_at_threshold"] == pytest.approx(metrics["image_f1_max"])
+
+
+def test_quantile_image_score_is_used_everywhere(data_root, tmp_path):
+    from edgead.config import PatchCoreConfig
+    from edgead.export.bundle import write_trained
+    from edgead.kit.patchcore import fit_patchcore
+
+    config = PatchCoreConfig(image_size_px=SIZE, coreset_fraction=0.25, holdout_fraction=0.25, score_quantile=0.99)
+    fitted = fit_patchcore(open_dataset(data_root).train, config)
+    path, manifest = write_trained(fitted, tmp_path / "q.edgead")
+    assert manifest["postprocess"]["score_quantile"] == 0.99
+    images = [read_image(s.path) for s in open_dataset(data_root).test[:3]]
+    with Predictor(read_artifact(path)) as predictor:
+        for pred in predictor.predict(images):
+            assert pred.score == pytest.approx(float(np.quantile(pred.anomaly_map, 0.99)), rel=1e-6)
+            assert pred.score < float(pred.anomaly_map.max())
