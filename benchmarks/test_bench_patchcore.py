@@ -5,7 +5,6 @@ Run: .venv/bin/python -m pytest benchmarks --benchmark-only --benchmark-json=ben
 
 import numpy as np
 import pytest
-import torch
 
 from edgead.artifact import read_artifact
 from edgead.config import PatchCoreConfig
@@ -14,10 +13,7 @@ from edgead.kit.patchcore import fit_patchcore
 from edgead.runtime.coreset import greedy_coreset
 from edgead.runtime.datasets import open_dataset
 from edgead.runtime.images import read_image
-from edgead.runtime.memory_bank import MemoryBank
-from edgead.runtime.postprocess import score_features
 from edgead.runtime.predictor import Predictor
-from edgead.runtime.preprocess import stack_batch
 
 BATCH = 8
 
@@ -57,18 +53,11 @@ def test_predict_runtime(benchmark, model_path, images, backend, machine, size_p
 
 
 def test_predict_eager_training_code(benchmark, model_path, images, machine, size_px):
-    """Reference: the eager torch model from the training code and the same bank and post-processing."""
+    """Reference: the eager torch model from the training code, with the same bank and post-processing."""
+    from edgead.export.parity import EagerBackend
     from edgead.kit.patchcore import load_feature_model
 
     artifact = read_artifact(model_path)
-    model = load_feature_model(artifact)
-    bank = MemoryBank(artifact.load_npy("memory_bank.npy"), k=1)
-    sigma = artifact.manifest["postprocess"]["blur_sigma_px"]
     benchmark.extra_info.update(machine, backend="eager-torch", precision="fp32", batch=BATCH, size_px=size_px)
-
-    def run():
-        with torch.inference_mode():
-            feats = model(torch.from_numpy(stack_batch(images, (size_px, size_px)))).numpy()
-        return score_features(feats, bank, (size_px, size_px), sigma)
-
-    benchmark(run)
+    with Predictor(artifact, EagerBackend(artifact, load_feature_model(artifact))) as predictor:
+        benchmark(predictor.predict, images)

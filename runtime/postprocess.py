@@ -40,14 +40,6 @@ def image_scores(maps: np.ndarray | list[np.ndarray], quantile: float | None = N
     return np.array([float(np.quantile(m, quantile)) for m in maps], dtype=np.float32)
 
 
-def score_features(
-    features: np.ndarray, bank: MemoryBank, size_px: tuple[int, int], blur_sigma_px: float, quantile: float | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Patch features (N, C, h, w) -> image scores (N,) and anomaly maps (N, H, W) at the input size."""
-    maps = anomaly_maps(patch_scores(features, bank), size_px, blur_sigma_px)
-    return image_scores(maps, quantile), maps
-
-
 def resize_map(anomaly_map: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
     """(H, W) map at the model input size -> the image's own resolution, float32."""
     height, width = image_hw

@@ -59,7 +59,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:  # safetensors raises its own error types for a corrupt header
             raise ArtifactError(f"cannot read weights {path}: {exc}") from exc
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no pickled code runs
     except Exception as exc:  # an unpickling refusal, a truncated zip, a non-torch file
         raise ArtifactError(
             f"cannot read weights {path} as a plain tensor state_dict (weights_only=True): {exc}"
