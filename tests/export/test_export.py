@@ -161,3 +161,18 @@ def test_full_disk_leaves_input_intact(model_copy, monkeypatch):
     assert result.exit_code == 2 and "nothing was changed" in result.stderr
     assert model_copy.read_bytes() == before
     assert sorted(p.name for p in model_copy.parent.iterdir()) == ["m.edgead"]
+
+
+def test_export_without_torch_uses_the_stored_onnx_graph(model_copy):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from edgead.artifact import read_artifact\n"
+        "from edgead.export.stage import model_source\n"
+        f"source = model_source(read_artifact({str(model_copy)!r}))\n"
+        "assert source.model is None and source.onnx[:4] and source.onnx_graph((128, 128)) is source.onnx\n"
+        "from edgead.cli import main\n"
+        f"main(['export', '--model', {str(model_copy)!r}, '--engine', 'fp16'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "no format can be built here" in done.stderr and "torch is not installed" in done.stderr
