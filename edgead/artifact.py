@@ -22,6 +22,7 @@ from edgead.errors import ArtifactError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MAX_MEMBER_BYTES = 4 << 30  # no model member comes near this; a larger one is a zip bomb, not a model
 
 # key path -> expected type(s); checked on every read so a bad file fails with the key's name
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -138,9 +139,15 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
         raise ArtifactError(f"model file {path} does not exist: train one with `edgead train DATA_DIR` or pass --model FILE")
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+            infos = archive.infolist()
+            names = [info.filename for info in infos]
+            if len(set(names)) != len(names):
+                raise ArtifactError(f"{path} holds the same entry twice; refusing to guess which one is meant")
+            sizes = {info.filename: info.file_size for info in infos}
             for name in names:
                 check_member_name(name)
+                if sizes[name] > MAX_MEMBER_BYTES:
+                    raise ArtifactError(f"{path}: entry {name!r} unpacks to {sizes[name]} bytes; refusing to read it")
             if MANIFEST not in names:
                 raise ArtifactError(f"{path} has no {MANIFEST}: it is not an edgead artifact")
             try:
@@ -150,8 +157,10 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
             validate_manifest(manifest, str(path))
             members: dict[str, bytes] = {}
             for name, entry in manifest["members"].items():
-                if name not in names:
+                if name not in sizes:
                     raise ArtifactError(f"{path}: member {name!r} listed in the manifest is missing from the archive")
+                if "bytes" in entry and entry["bytes"] != sizes[name]:
+                    raise ArtifactError(f"{path}: member {name!r} has {sizes[name]} bytes, the manifest says {entry['bytes']}; the file is corrupt")
                 data = archive.read(name)
                 if sha256_bytes(data) != entry["sha256"]:
                     raise ArtifactError(f"{path}: member {name!r} is corrupt (sha256 mismatch); re-train or re-export the model")

@@ -146,3 +146,20 @@ def test_unwritable_destination_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ArtifactError, match="cannot write.*--out"):
         write_artifact(blocker / "m.edgead", minimal_manifest(), {"bank.npy": b"", "weights.bin": b""})
+
+
+def test_duplicate_entries_are_refused(artifact_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it is told to write
+        with zipfile.ZipFile(artifact_path, "a") as archive:
+            archive.writestr("weights.bin", b"\x00\x01")
+    with pytest.raises(ArtifactError, match="same entry twice"):
+        read_artifact(artifact_path)
+
+
+def test_member_size_must_match_the_manifest(artifact_path):
+    rewrite(artifact_path, edit_manifest=lambda m: m["members"]["weights.bin"].update(bytes=3))
+    with pytest.raises(ArtifactError, match="weights.bin.*has 2 bytes, the manifest says 3"):
+        read_artifact(artifact_path)
