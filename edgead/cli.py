@@ -53,14 +53,14 @@ def _progress(quiet: bool):
     return silent_progress if quiet else bar_progress
 
 
-def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None, streams: int = 1):
+def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None, streams: int = 1, threshold=None):
     from edgead.artifact import read_artifact
     from edgead.runtime.predictor import Predictor, tiling_from
     from edgead.workspace import resolve_model
 
     artifact = read_artifact(resolve_model(model))
     tiling = tiling_from(artifact.manifest, tile, stride)
-    return Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams)
+    return Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams, threshold=threshold)
 
 
 model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
@@ -69,7 +69,8 @@ device_option = click.option("--device", default="cpu", show_default=True, help=
 
 
 def tiling_options(command):
-    """--tile/--stride (frame pixels) and --streams, for every command that scores frames."""
+    """--tile/--stride (frame pixels), --streams and --threshold, for every command that scores frames."""
+    command = click.option("--threshold", type=float, default=None, help="Image threshold for this run instead of the model's (scores above it are NG).")(command)
     command = click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True, help="CUDA streams the patch scheduler keeps busy (GPU backends).")(command)
     command = click.option("--stride", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size, or the model's).")(command)
     return click.option("--tile", type=click.IntRange(min=16), default=None, help="Cut frames into tiles of this many pixels instead of resizing them (default: the model's setting).")(command)
@@ -157,13 +158,13 @@ def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, f
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the held-out calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, as_json, report, adopt_threshold, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
 
     dataset = open_dataset(data_dir)
-    with _open_predictor(model, backend, device, precision, tile, stride, streams) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -203,12 +204,12 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, as
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
@@ -334,7 +335,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--report-every", "report_every_s", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between FPS and latency reports on stderr.")
 @click.option("--min-box-area", "min_box_area_px", type=click.FloatRange(min=0), default=16, show_default=True, help="Smallest anomalous region that gets a box, in frame pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import logging
     import signal
@@ -354,7 +355,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:

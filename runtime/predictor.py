@@ -103,10 +103,12 @@ class Predictor:
         tiling: Tiling | bool = True,
         streams: int = 1,
         max_batch: int = 8,
+        threshold: float | None = None,
     ) -> None:
         """`backend`: a name (or None for the ladder), or an opened Backend to use as it is.
 
         `tiling`: True follows the manifest, False resizes whole frames, a Tiling overrides the manifest.
+        `threshold`: an image threshold for this session instead of the model's.
         """
         manifest = artifact.manifest
         self.artifact = artifact
@@ -117,7 +119,7 @@ class Predictor:
             raise ArtifactError(f"{artifact.path}: memory bank has shape {bank.shape}, the manifest says {expected}")
         self.bank = _open_bank(bank, manifest["memory_bank"]["k"], device)
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
-        self.threshold = float(manifest["postprocess"]["image_threshold"])
+        self.threshold = float(manifest["postprocess"]["image_threshold"] if threshold is None else threshold)
         self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
         self.max_batch = max_batch

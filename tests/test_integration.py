@@ -162,3 +162,15 @@ def test_quantile_image_score_is_used_everywhere(data_root, tmp_path):
         for pred in predictor.predict(images):
             assert pred.score == pytest.approx(float(np.quantile(pred.anomaly_map, 0.99)), rel=1e-6)
             assert pred.score < float(pred.anomaly_map.max())
+
+
+def test_threshold_override_changes_verdicts_not_scores(trained, data_root, tmp_path):
+    _, path = trained
+    runner = CliRunner()
+    outs = {}
+    for name, extra in (("model", []), ("low", ["--threshold", "0"])):
+        result = runner.invoke(main, ["predict", str(data_root / "test" / "good"), "--model", str(path), "--out", str(tmp_path / name), "-q", *extra])
+        assert result.exit_code == 0, result.output
+        outs[name] = [json.loads(x) for x in (tmp_path / name / "predictions.jsonl").read_text().splitlines()]
+    assert [r["score"] for r in outs["model"]] == [r["score"] for r in outs["low"]]
+    assert all(r["anomalous"] and r["threshold"] == 0 for r in outs["low"])
