@@ -58,5 +58,6 @@ def report_lines() -> list[str]:
     lines.append(f"onnxruntime    {text}")
     trt, text = _version("tensorrt")
     lines.append(f"tensorrt       {text}" + ("" if trt else " (engines are built on the device: see jetson/)"))
-    lines.append(f"cuda-python    {_version('cuda')[1] if _version('cuda')[0] else _version('cuda.bindings')[1]}")
+    bindings, text = _version("cuda.bindings")  # cuda-python 12.6+; older releases install `cuda` alone
+    lines.append(f"cuda-python    {text if bindings else _version('cuda')[1]}")
     return lines + _gpu_lines()
