@@ -75,9 +75,14 @@ def _torch_unavailable() -> str | None:
 
 
 def _build_onnx(source: ModelSource, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
-    import torch
-
     from edgead.export.onnx import OPSET, export_onnx
+
+    if options.precision == "int8":  # quantized from the FP32 graph: needs no torch
+        from edgead.export.onnx_int8 import quantize_onnx
+
+        images = options.calibration_images
+        return quantize_onnx(source.onnx_graph(size), images), {"opset": OPSET, "quantization": "static QDQ, per-channel int8 weights", "calibration_images": 0 if images is None else len(images)}
+    import torch
 
     return export_onnx(source.require_model("ONNX"), size), {"opset": OPSET, "torch_version": torch.__version__}
 
@@ -118,8 +123,8 @@ def _tensorrt_unavailable() -> str | None:
 
 FORMATS: dict[str, EngineFormat] = {
     "tensorrt": EngineFormat("tensorrt", "tensorrt", PRECISIONS, "plan", _build_tensorrt, _tensorrt_unavailable),
-    # ONNX stays FP32: it is the portable source from which TensorRT builds its FP16/INT8 engines
-    "onnx": EngineFormat("onnx", "onnxruntime", ("fp32",), "onnx", _build_onnx, _torch_unavailable),
+    # ONNX FP32 is the portable source from which TensorRT builds its FP16/INT8 engines; ONNX INT8 is for CPUs
+    "onnx": EngineFormat("onnx", "onnxruntime", ("fp32", "int8"), "onnx", _build_onnx, _torch_unavailable),
     "torchscript": EngineFormat("torchscript", "torchscript", ("fp32", "fp16"), "ts", _build_torchscript, _torch_unavailable),
 }
 
@@ -128,7 +133,7 @@ def choose_formats(format_name: str | None, precision: str) -> tuple[list[Engine
     """The formats to build for a request, and notes for the user about what was left out and why.
 
     format_name None means "the best this machine can build": TensorRT where it can run,
-    otherwise ONNX (FP32) and TorchScript in the requested precision.
+    otherwise ONNX (FP32, or INT8 for CPUs) and TorchScript in the requested precision.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -140,7 +145,7 @@ def choose_formats(format_name: str | None, precision: str) -> tuple[list[Engine
         if precision not in fmt.precisions:
             raise ConfigError(
                 f"{fmt.name} is exported in {'/'.join(fmt.precisions)} only, not {precision}"
-                + ("; TensorRT builds FP16/INT8 engines from it: use --format tensorrt" if fmt.name == "onnx" else "")
+                + ("; TensorRT builds FP16 engines from it: use --format tensorrt" if fmt.name == "onnx" else "")
             )
         reason = fmt.unavailable()
         if reason:
@@ -160,10 +165,12 @@ def choose_formats(format_name: str | None, precision: str) -> tuple[list[Engine
     if not chosen:
         raise ConfigError(f"no format can be built here: TensorRT: {trt_reason}; ONNX and TorchScript: {_torch_unavailable()}")
     chosen = [f for f in chosen if precision in f.precisions or (f.name == "onnx")]
+    if not chosen:
+        raise ConfigError(f"no {precision} format can be built here: TensorRT: {trt_reason}; ONNX and TorchScript: {_torch_unavailable()}")
     if precision == "int8" and all(f.name != "tensorrt" for f in chosen):
-        raise ConfigError(f"INT8 engines need TensorRT: {trt_reason}. Run the export on the device (jetson/build_engines.sh)")
-    if precision != "fp32" and any(f.name == "onnx" for f in chosen):
-        notes.append("ONNX is exported in FP32, the source from which TensorRT builds lower-precision engines.")
+        notes.append("INT8 here is ONNX Runtime's static quantization, for CPUs; TensorRT INT8 engines are built on the device.")
+    if precision == "fp16" and any(f.name == "onnx" for f in chosen):
+        notes.append("ONNX is exported in FP32, the source from which TensorRT builds FP16 engines.")
     return chosen, notes
 
 

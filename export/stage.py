@@ -41,7 +41,9 @@ def model_source(artifact: Artifact) -> ModelSource:
 
 
 def _calibration(manifest: dict[str, Any], calib_dir: str | None, size: tuple[int, int]):
-    folder = calib_dir or manifest.get("training", {}).get("images_dir")
+    if calib_dir:
+        return load_calibration_images(calib_dir, size)
+    folder = manifest.get("training", {}).get("images_dir")
     if not folder or not Path(folder).is_dir():
         raise ConfigError(
             "INT8 needs calibration images: pass --calib DIR with good images"
@@ -69,7 +71,7 @@ def export_model(
     members = dict(artifact.members)
     size = tuple(manifest["input"]["size_px"])
     calibration = None
-    if precision == "int8" and any(f.name == "tensorrt" for f in formats):
+    if precision == "int8":
         calibration = _calibration(manifest, calib_dir, size)
     parity_info = manifest.get("parity_images")
     if not parity_info:

@@ -103,14 +103,33 @@ def test_bare_export_without_tensorrt_says_so(model_copy, tmp_path, monkeypatch)
 
 
 @pytest.mark.skipif(not NO_TRT, reason="TensorRT is present here")
-def test_int8_needs_tensorrt():
-    with pytest.raises(ConfigError, match="INT8.*TensorRT"):
-        choose_formats(None, "int8")
+def test_int8_without_tensorrt_is_onnx_runtime_quantization():
+    formats, notes = choose_formats(None, "int8")
+    assert [f.name for f in formats] == ["onnx"]
+    assert any("TensorRT INT8 engines are built on the device" in n for n in notes)
+
+
+def test_onnx_int8_is_calibrated_checked_and_picked_on_request(model_copy, tiny_data_root):
+    result = export_model(model_copy, "int8", "onnx", calib_dir=str(tiny_data_root / "train" / "good"), check_dir=str(tiny_data_root))
+    (entry,) = result.engines
+    assert entry["precision"] == "int8" and entry["calibration_images"] == 8
+    assert 0 < entry["parity"]["max_rel_feature_diff"] < 0.5  # quantized: close, not equal
+    assert abs(result.aurocs["onnx/int8"] - result.aurocs["eager/fp32"]) <= 0.2
+    art = read_artifact(model_copy)
+    assert len(art.member(entry["member"])) < len(art.member(art.engine("onnxruntime", "fp32")["member"]))
+    with Predictor(art, backend="onnxruntime") as default, Predictor(art, backend="onnxruntime", precision="int8") as asked:
+        assert default.backend.engine["precision"] == "fp32" and asked.backend.engine["precision"] == "int8"
+
+
+def test_int8_without_calibration_images_is_a_clear_error(model_copy, tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        export_model(model_copy, "int8", "onnx", calib_dir=str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize(
     "format_name, precision, message",
-    [("onnx", "fp16", "use --format tensorrt"), ("caffe", "fp32", "unknown format"), ("onnx", "fp8", "unknown precision")],
+    [("onnx", "fp16", "use --format tensorrt"), ("torchscript", "int8", "fp32/fp16 only"), ("caffe", "fp32", "unknown format"),
+     ("onnx", "fp8", "unknown precision")],
 )
 def test_bad_format_or_precision(format_name, precision, message):
     with pytest.raises(ConfigError, match=message):
@@ -177,3 +196,16 @@ def test_export_without_torch_uses_the_stored_onnx_graph(model_copy):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "no format can be built here" in done.stderr and "torch is not installed" in done.stderr
+
+
+def test_int8_defaults_to_the_training_images_and_says_when_they_are_gone(model_copy, tmp_path):
+    import copy
+
+    from edgead.artifact import write_artifact
+
+    art = read_artifact(model_copy)
+    manifest = copy.deepcopy(art.manifest)
+    manifest["training"]["images_dir"] = str(tmp_path / "gone")
+    write_artifact(model_copy, manifest, dict(art.members))
+    with pytest.raises(ConfigError, match="pass --calib DIR.*not on this machine"):
+        export_model(model_copy, "int8", "onnx")
