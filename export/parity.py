@@ -61,11 +61,11 @@ def parity_report(artifact: Artifact, model: Any | None, images: np.ndarray, bac
     device = parity_device(backend, precision)
     # parity images are at the input size already: whole-frame scoring, whatever the model's tiling
     with Predictor(artifact, reference_backend(artifact, model), precision="fp32", tiling=False) as reference:
-        eager = reference.backend.infer(images)
-        eager_scores = np.array([p.score for p in reference.predict(list(images))])
+        eager = reference.infer(images)
+        eager_scores, _ = reference.maps(reference.knn(eager))  # scored from the same features: one inference
     with Predictor(artifact, backend, device, precision, tiling=False) as engine:
-        got = engine.backend.infer(images).astype(np.float32)
-        got_scores = np.array([p.score for p in engine.predict(list(images))])
+        got = engine.infer(images).astype(np.float32)
+        got_scores, _ = engine.maps(engine.knn(got))
     feature_diff = float(np.abs(got - eager).max())
     score_diff = float(np.abs(got_scores - eager_scores).max())
     return {
