@@ -45,7 +45,7 @@ def video(demo_root, tmp_path_factory, size_px):
 
 
 def _info(benchmark, machine, size_px, predictor, what):
-    benchmark.extra_info.update(machine, backend=predictor.backend.describe(), precision="fp32", batch=1,
+    benchmark.extra_info.update(machine, backend=predictor.describe(), precision="fp32", batch=1,
                                 size_px=size_px, frames=N_FRAMES, what=what)
 
 
@@ -88,20 +88,23 @@ def test_run_live_loop_cost_with_a_null_model(benchmark, machine):
     from edgead.runtime.sources import Frame
 
     class NullPredictor:
-        """The Predictor's stages with the engine and the kNN doing nothing: what is left is the loop."""
+        """The Predictor's stages with the engine and the head doing nothing: what is left is the loop."""
 
         size_px, blur_sigma_px, threshold, tiling = (64, 64), 4.0, 1.0, None
         artifact = SimpleNamespace(manifest={"postprocess": {}})
         backend = SimpleNamespace(describe=lambda: "null")
 
+        def describe(self):
+            return "null"
+
         def prepare(self, images):
             return prepare_batch(images, self.size_px, None)
 
         def infer(self, batch):
-            return np.zeros((len(batch.images), 152, 8, 8), np.float32)
+            return {"features": np.zeros((len(batch.images), 152, 8, 8), np.float32)}
 
-        def knn(self, features):
-            return np.zeros((features.shape[0], 8, 8), np.float32)
+        def head(self, outputs):
+            return np.zeros((outputs["features"].shape[0], 8, 8), np.float32)
 
         def maps(self, scores, batch=None):
             return frame_maps(anomaly_maps(scores, self.size_px, self.blur_sigma_px), batch, None)

@@ -51,7 +51,7 @@ def test_synchronous_loop(benchmark, fp16_model, frame):
         def run():
             batch = p.prepare([frame])
             features = np.concatenate([p.backend.infer(batch.images[i : i + BATCH]) for i in range(0, len(batch.images), BATCH)])
-            return p.maps(p.knn(features), batch)
+            return p.maps(p.head({"features": features}), batch)
 
         benchmark(run)
 

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from edgead.errors import ArtifactError
+from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, READABLE_VERSIONS, graph_specs, head_section, upgrade_manifest
 
-FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MAX_MEMBER_BYTES = 4 << 30  # no model member comes near this; a larger one is a zip bomb, not a model
 
-# key path -> expected type(s); checked on every read so a bad file fails with the key's name
+# key path -> expected type(s), for every detector; checked on every read so a bad file fails with the key's name.
+# A head checks its own section (memory bank, SVM, codebook, ...) when it opens, with `require_keys`.
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "format_version": int,
     "method": str,
@@ -35,6 +36,16 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "input.dtype": str,
     "input.layout": str,
     "input.normalisation": dict,
+    "postprocess": dict,
+    "postprocess.blur_sigma_px": (int, float),
+    "postprocess.image_threshold": (int, float),
+    "weights": dict,
+    "weights.member": str,
+    "engines": list,
+    "members": dict,
+}
+# format 1 (PatchCore only) required its sections on read; they are checked before the upgrade
+FORMAT1_KEYS: dict[str, type | tuple[type, ...]] = {
     "features": dict,
     "features.channels": int,
     "features.grid": list,
@@ -45,13 +56,6 @@ REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
     "memory_bank.dim": int,
     "memory_bank.dtype": str,
     "memory_bank.k": int,
-    "postprocess": dict,
-    "postprocess.blur_sigma_px": (int, float),
-    "postprocess.image_threshold": (int, float),
-    "weights": dict,
-    "weights.member": str,
-    "engines": list,
-    "members": dict,
 }
 
 
@@ -75,34 +79,56 @@ def check_member_name(name: str) -> None:
         raise ArtifactError(f"artifact member name {name!r} tries to escape its folder; refusing to read this file")
 
 
-def validate_manifest(manifest: Any, source: str = "manifest") -> None:
-    """Check version and required keys; raise ArtifactError naming the first bad key."""
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{source}: manifest.json must hold a JSON object")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        hint = (
-            "it was written by a newer edgead: upgrade edgead"
-            if isinstance(version, int) and version > FORMAT_VERSION
-            else "re-train or re-export it with this edgead"
-        )
-        raise ArtifactError(f"{source}: format_version {version!r} is not supported (this edgead reads {FORMAT_VERSION}); {hint}")
-    for key, kind in REQUIRED_KEYS.items():
+def require_keys(manifest: dict, keys: dict[str, type | tuple[type, ...]], source: str = "manifest") -> None:
+    """Raise ArtifactError naming the first key of `keys` (dotted paths) that is missing or of the wrong type."""
+    for key, kind in keys.items():
         try:
             value = _get(manifest, key)
         except KeyError:
             raise ArtifactError(f"{source}: manifest key {key!r} is missing; the file is incomplete — re-train or re-export it") from None
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ArtifactError(f"{source}: manifest key {key!r} has {type(value).__name__} {value!r}, expected {kind}")
+
+
+def named_members(node: Any) -> list[str]:
+    """Every member the manifest refers to: the value of each "member" key, at any depth (members table excluded)."""
+    if isinstance(node, dict):
+        found = [node["member"]] if isinstance(node.get("member"), str) else []
+        return found + [name for key, value in node.items() if key != "members" for name in named_members(value)]
+    if isinstance(node, list):
+        return [name for value in node for name in named_members(value)]
+    return []
+
+
+def validate_manifest(manifest: Any, source: str = "manifest") -> dict[str, Any]:
+    """Check version, required keys, graphs, head and member references; returns the manifest in the current format.
+
+    Raises ArtifactError naming the first bad key. A format-1 manifest comes back upgraded (in memory).
+    """
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{source}: manifest.json must hold a JSON object")
+    version = manifest.get("format_version")
+    if version not in READABLE_VERSIONS:
+        hint = (
+            "it was written by a newer edgead: upgrade edgead"
+            if isinstance(version, int) and version > FORMAT_VERSION
+            else "re-train or re-export it with this edgead"
+        )
+        raise ArtifactError(f"{source}: format_version {version!r} is not supported (this edgead reads {READABLE_VERSIONS}); {hint}")
+    require_keys(manifest, REQUIRED_KEYS, source)
+    if version == 1:
+        require_keys(manifest, FORMAT1_KEYS, source)
+        manifest = upgrade_manifest(manifest)
+    graph_specs(manifest, source)
+    head_section(manifest, source)
     for name, entry in manifest["members"].items():
         check_member_name(name)
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise ArtifactError(f"{source}: manifest key 'members.{name}' lacks its sha256")
-    named = [manifest["memory_bank"]["member"], manifest["weights"]["member"]]
-    named += [engine.get("member", "") for engine in manifest["engines"] if isinstance(engine, dict)]
-    for name in named:
+    for name in named_members(manifest):
         if name not in manifest["members"]:
             raise ArtifactError(f"{source}: manifest names member {name!r} but does not list it under 'members'")
+    return manifest
 
 
 @dataclass
@@ -124,10 +150,10 @@ class Artifact:
         except ValueError as exc:
             raise ArtifactError(f"{self.path}: member {name!r} is not a plain .npy array ({exc})") from None
 
-    def engine(self, backend: str, precision: str | None = None) -> dict[str, Any] | None:
-        """The manifest entry of an engine for `backend` (and precision), or None."""
+    def engine(self, backend: str, precision: str | None = None, graph: str = MAIN_GRAPH) -> dict[str, Any] | None:
+        """The manifest entry of `graph`'s engine for `backend` (and precision), or None."""
         for entry in self.manifest["engines"]:
-            if entry.get("backend") == backend and (precision is None or entry.get("precision") == precision):
+            if entry.get("graph") == graph and entry.get("backend") == backend and (precision is None or entry.get("precision") == precision):
                 return entry
         return None
 
@@ -154,7 +180,7 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
                 manifest = json.loads(archive.read(MANIFEST).decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ArtifactError(f"{path}: {MANIFEST} is not valid JSON ({exc}); the file is corrupt") from None
-            validate_manifest(manifest, str(path))
+            manifest = validate_manifest(manifest, str(path))
             members: dict[str, bytes] = {}
             for name, entry in manifest["members"].items():
                 if name not in sizes:
@@ -183,7 +209,7 @@ def write_artifact(path: str | os.PathLike, manifest: dict[str, Any], members: d
         check_member_name(name)
         if name == MANIFEST:
             raise ArtifactError(f"member name {MANIFEST!r} is reserved")
-    validate_manifest(manifest, str(path))
+    manifest = validate_manifest(manifest, str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -80,68 +80,72 @@ precision_option = click.option("--precision", type=click.Choice(["fp32", "fp16"
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
 
+# `edgead train` options -> config field names (the same for every detector that has the field)
+TRAIN_FLAGS = {
+    "backbone": "--backbone", "image_size_px": "--image-size", "coreset_fraction": "--coreset", "coreset_count": "--coreset",
+    "k": "--k", "feature_dim": "--feature-dim", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
+    "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
+}
+
+
+def _methods() -> list[str]:
+    from edgead.kit.detectors import DETECTORS
+
+    return list(DETECTORS)
+
+
 @main.command()
 @click.argument("data_dir", type=click.Path(file_okay=False))
-@click.option("--method", type=click.Choice(["patchcore"]), default="patchcore", show_default=True)
+@click.option("--method", type=click.Choice(_methods()), default="patchcore", show_default=True, help="The detector to train.")
 @click.option("--out", type=click.Path(dir_okay=False), default="model.edgead", show_default=True, help="Where to write the model.")
-@click.option("--backbone", type=click.Choice(["efficientnet_lite0", "wide_resnet50_2"]), default="efficientnet_lite0", show_default=True)
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Backbone weights file (needed for wide_resnet50_2: torchvision's state_dict).")
-@click.option("--image-size", "image_size_px", type=int, default=256, show_default=True, help="Model input size in pixels (square).")
-@click.option("--coreset", default="0.1", show_default=True, help="Memory bank size: a fraction of all patch features (0.1) or a count (5000).")
-@click.option("--k", type=int, default=1, show_default=True, help="Nearest neighbours averaged per patch score.")
+@click.option("--backbone", type=click.Choice(["efficientnet_lite0", "wide_resnet50_2"]), default=None, help="Pretrained CNN (default efficientnet_lite0).")
+@click.option("--image-size", "image_size_px", type=int, default=None, help="Model input size in pixels, square (default 256).")
+@click.option("--coreset", default=None, help="Memory bank size: a fraction of all patch features (default 0.1) or a count (5000).")
+@click.option("--k", type=int, default=None, help="Nearest neighbours averaged per patch score (default 1).")
 @click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
-@click.option("--holdout", "holdout_fraction", type=float, default=0.1, show_default=True, help="Fraction of good images held out to calibrate the threshold.")
+@click.option("--holdout", "holdout_fraction", type=float, default=None, help="Fraction of good images held out to calibrate the threshold (default 0.1).")
 @click.option("--tile", "tile_px", type=click.IntRange(min=16), default=None, help="Cut images into tiles of this many pixels (for frames much larger than --image-size).")
 @click.option("--stride", "stride_px", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size).")
 @click.option("--score-quantile", type=float, default=None, help="Image score = this quantile of the anomaly map (e.g. 0.99) instead of its maximum.")
-@click.option("--blur-sigma", "blur_sigma_px", type=float, default=4.0, show_default=True, help="Gaussian smoothing of the anomaly map, in pixels.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--blur-sigma", "blur_sigma_px", type=float, default=None, help="Gaussian smoothing of the anomaly map, in pixels (default 4).")
+@click.option("--batch-size", type=int, default=None, help="Images per batch (default 8).")
+@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @quiet_option
-def train(data_dir, method, out, backbone, weights, image_size_px, coreset, k, feature_dim, holdout_fraction, tile_px, stride_px, score_quantile, blur_sigma_px, batch_size, seed, quiet):
+def train(data_dir, method, out, weights, quiet, coreset, **options):
     """Train a detector on the good images of DATA_DIR (an MVTec AD category or a folder of good images)."""
-    from edgead.config import PatchCoreConfig, parse_coreset
+    from edgead.config import parse_coreset
+    from edgead.kit.detectors import build_config, get_detector
     from edgead.runtime.datasets import open_dataset
 
-    if feature_dim is None and backbone == "wide_resnet50_2":
-        feature_dim = 1024
-    config = PatchCoreConfig(
-        backbone=backbone,
-        image_size_px=image_size_px,
-        feature_dim=feature_dim,
-        k=k,
-        holdout_fraction=holdout_fraction,
-        tile_px=tile_px,
-        stride_px=stride_px,
-        score_quantile=score_quantile,
-        blur_sigma_px=blur_sigma_px,
-        batch_size=batch_size,
-        seed=seed,
-        **parse_coreset(coreset),
-    )
+    detector = get_detector(method)
+    if options.get("feature_dim") is None and options.get("backbone") == "wide_resnet50_2":
+        options["feature_dim"] = 1024
+    if coreset is not None:
+        options.update(parse_coreset(coreset))
+    config = build_config(detector, options, TRAIN_FLAGS)
     dataset = open_dataset(data_dir)
     from edgead.export.bundle import write_trained
-    from edgead.kit.patchcore import fit_patchcore
     from edgead.workspace import remember_model
 
-    trained = fit_patchcore(dataset.train, config, weights=Path(weights) if weights else None, progress=_progress(quiet))
+    trained = detector.fit(dataset.train, config, weights=Path(weights) if weights else None, progress=_progress(quiet))
     path, manifest = write_trained(trained, Path(out))
 
     remember_model(path)
-    bank = manifest["memory_bank"]
-    post = manifest["postprocess"]
     click.echo(f"trained {method} on {len(dataset.train)} good images of {data_dir} ({dataset.layout} layout)")
-    click.echo(
-        f"  memory bank: {bank['count']} of {bank['patch_features_seen']} patch features x {bank['dim']} (fp16), "
-        f"coreset radius {bank['coreset_radius']:.4f}"
-    )
-    click.echo(f"  threshold: {post['image_threshold']:.4f} from {post['holdout_images']} held-out good images")
+    for line in trained.summary(manifest):
+        click.echo(f"  {line}")
     timings = manifest["training"]["timings_s"]
     click.echo("  time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    shown = set()
     for engine in manifest["engines"]:
+        name = f"{engine['format']}/{engine['precision']}"
+        if name in shown:  # one parity report covers every graph of an engine format
+            continue
+        shown.add(name)
         p = engine["parity"]
         click.echo(
-            f"  engine {engine['format']}/{engine['precision']}: max feature diff {p['max_rel_feature_diff']:.2e} (rel), "
+            f"  engine {name}: max output diff {p['max_rel_output_diff']:.2e} (rel), "
             f"max score diff {p['max_rel_score_diff']:.2e} (rel) on {p['images']} held-out images"
         )
     click.echo(f"wrote {path} (the default model for later commands in this folder)")
@@ -172,7 +176,7 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
             post = predictor.artifact.manifest["postprocess"]
             html_report = HtmlReport(low=post.get("map_low", 0.0), high=predictor.threshold)
         result = evaluate(predictor, dataset, progress=_progress(quiet or as_json), on_sample=html_report.add if html_report else None)
-        backend_name = predictor.backend.describe()
+        backend_name = predictor.describe()
     if as_json:
         click.echo(json.dumps({"dataset": str(data_dir), "backend": backend_name, **result.metrics, "per_type_image_auroc": result.per_type_auroc, "notes": result.notes}, indent=2))
     else:
@@ -262,11 +266,12 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
         click.echo(f"note: {note}")
     first = result.engines[0]["parity"]
     click.echo(f"parity against {first['reference']} on {first['images']} held-out good images (largest differences, relative):")
-    click.echo(f"{'engine':24s} {'device':6s} {'features':>10s} {'scores':>10s}")
+    click.echo(f"{'engine':32s} {'device':6s} {'outputs':>10s} {'scores':>10s}")
     for entry in result.engines:
         p = entry["parity"]
-        name = f"{entry['format']}/{entry['precision']}"
-        click.echo(f"{name:24s} {p['device']:6s} {p['max_rel_feature_diff']:10.2e} {p['max_rel_score_diff']:10.2e}")
+        graph = p.get("graphs", {}).get(entry["graph"], p)
+        name = f"{entry['graph']}: {entry['format']}/{entry['precision']}"
+        click.echo(f"{name:32s} {p['device']:6s} {graph['max_rel_output_diff']:10.2e} {p['max_rel_score_diff']:10.2e}")
     if result.aurocs:
         click.echo("image AUROC on " + str(check_dir) + ": " + ", ".join(f"{k} {v:.4f}" for k, v in result.aurocs.items()))
     for problem in result.problems:
@@ -288,7 +293,7 @@ def bench(model, backend, device, precision, batch, iterations, warmup):
 
     with _open_predictor(model, backend, device, precision) as predictor:
         stats = measure_latency(predictor, batch, iterations, warmup)
-        click.echo(f"backend {predictor.backend.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
+        click.echo(f"backend {predictor.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
     for stage, values in stats.items():
         click.echo(f"  {stage:10s} median {values['median_ms']:8.2f} ms   p95 {values['p95_ms']:8.2f} ms")
     click.echo(f"  throughput {batch * 1000.0 / stats['total']['median_ms']:.1f} images/s")
@@ -364,7 +369,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
             sinks.append(stack.enter_context(VideoSink(save_video, fps=source.fps or 30.0)))
         if save_anomalies:
             sinks.append(stack.enter_context(AnomalySaver(save_anomalies)))
-        click.echo(f"scoring {source.name} with {predictor.backend.describe()}; Ctrl-C stops", err=True)
+        click.echo(f"scoring {source.name} with {predictor.describe()}; Ctrl-C stops", err=True)
         summary = run_live(
             predictor, source, sinks, headless=headless, report_every_s=report_every_s, max_frames=max_frames,
             on_stats=lambda stats: click.echo(stats.line(), err=True), min_box_area_px=min_box_area_px,

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgead.artifact import Artifact, sha256_bytes
 from edgead.errors import ConfigError, DependencyError
+from edgead.graphs import GraphSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -28,12 +29,13 @@ class ExportOptions:
 
 @dataclass
 class ModelSource:
-    """What engines are built from: the eager feature model (needs torch) and/or the artifact's FP32 ONNX graph.
+    """What one graph's engines are built from: its eager module (needs torch) and/or the artifact's FP32 ONNX graph.
 
     TensorRT builds from the ONNX graph already in the artifact when there is one — the graph whose
     parity was checked at training time — so a device without torch can still build its engines.
     """
 
+    spec: GraphSpec
     model: Any | None
     onnx: bytes | None = None
 
@@ -42,19 +44,27 @@ class ModelSource:
             raise DependencyError(f"{what} export rebuilds the model from its weights and needs torch: pip install 'edgead[train]'")
         return self.model
 
-    def onnx_graph(self, size: tuple[int, int]) -> bytes:
+    def onnx_graph(self) -> bytes:
         if self.onnx is None:
             from edgead.export.onnx import export_onnx
 
-            self.onnx = export_onnx(self.require_model("ONNX"), size)
+            self.onnx = export_onnx(self.require_model("ONNX"), spec=self.spec)
         return self.onnx
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(H, W) of an image input (N, H, W, 3): what TensorRT's profile and INT8 calibration are built for."""
+        shape = self.spec.inputs[0].shape
+        if len(shape) != 4 or shape[3] != 3:
+            raise ConfigError(f"graph {self.spec.name!r} takes {shape}, not images; TensorRT builds of it are not supported yet")
+        return int(shape[1]), int(shape[2])
 
 
 @dataclass(frozen=True)
 class EngineFormat:
     """An exportable format: the runtime backend that runs it, its precisions and how it is built.
 
-    build(source, size_px, options) -> (engine bytes, extra manifest fields).
+    build(source, options) -> (engine bytes, extra manifest fields).
     unavailable() -> None where this machine can build it, else the reason.
     """
 
@@ -62,7 +72,7 @@ class EngineFormat:
     backend: str
     precisions: tuple[str, ...]
     suffix: str
-    build: Callable[[ModelSource, tuple[int, int], ExportOptions], tuple[bytes, dict[str, Any]]]
+    build: Callable[[ModelSource, ExportOptions], tuple[bytes, dict[str, Any]]]
     unavailable: Callable[[], str | None] = field(default=lambda: None)
 
 
@@ -74,35 +84,36 @@ def _torch_unavailable() -> str | None:
     return None
 
 
-def _build_onnx(source: ModelSource, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+def _build_onnx(source: ModelSource, options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
     from edgead.export.onnx import OPSET, export_onnx
 
     if options.precision == "int8":  # quantized from the FP32 graph: needs no torch
         from edgead.export.onnx_int8 import quantize_onnx
 
         images = options.calibration_images
-        return quantize_onnx(source.onnx_graph(size), images), {"opset": OPSET, "quantization": "static QDQ, per-channel int8 weights", "calibration_images": 0 if images is None else len(images)}
+        return quantize_onnx(source.onnx_graph(), images), {"opset": OPSET, "quantization": "static QDQ, per-channel int8 weights", "calibration_images": 0 if images is None else len(images)}
     import torch
 
-    return export_onnx(source.require_model("ONNX"), size), {"opset": OPSET, "torch_version": torch.__version__}
+    return export_onnx(source.require_model("ONNX"), spec=source.spec), {"opset": OPSET, "torch_version": torch.__version__}
 
 
-def _build_torchscript(source: ModelSource, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+def _build_torchscript(source: ModelSource, options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
     import torch
 
     from edgead.export.torchscript import export_torchscript
 
     half = options.precision == "fp16"
-    data = export_torchscript(source.require_model("TorchScript"), size, half=half)
+    data = export_torchscript(source.require_model("TorchScript"), spec=source.spec, half=half)
     return data, {"intended_device": "cuda" if half else "any", "torch_version": torch.__version__}
 
 
-def _build_tensorrt(source: ModelSource, size: tuple[int, int], options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+def _build_tensorrt(source: ModelSource, options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
     from edgead.export.tensorrt import build_engine
 
     cache = options.cache_dir
+    size = source.image_hw
     built = build_engine(
-        source.onnx_graph(size),
+        source.onnx_graph(),
         options.precision,
         size,
         batch_profile=options.batch_profile,
@@ -178,32 +189,36 @@ def engine_precision(fmt: EngineFormat, requested: str) -> str:
     return requested if requested in fmt.precisions else "fp32"
 
 
-def engine_member(fmt: EngineFormat, precision: str) -> str:
-    return f"engines/features.{precision}.{fmt.suffix}"
+def engine_member(fmt: EngineFormat, precision: str, graph: str) -> str:
+    return f"engines/{graph}.{precision}.{fmt.suffix}"
 
 
 def add_engine(
     manifest: dict[str, Any], members: dict[str, bytes], fmt: EngineFormat, source: ModelSource, options: ExportOptions
 ) -> dict[str, Any]:
-    """Build `fmt` into `members` and record it in `manifest['engines']` (replacing an entry of the same backend and precision)."""
-    size = tuple(manifest["input"]["size_px"])
-    data, extra = fmt.build(source, size, options)
-    member = engine_member(fmt, options.precision)
+    """Build `fmt` of `source`'s graph into `members` and record it in `manifest['engines']`.
+
+    An entry of the same graph, backend and precision is replaced.
+    """
+    spec = source.spec
+    data, extra = fmt.build(source, options)
+    member = engine_member(fmt, options.precision, spec.name)
     members[member] = data
-    h, w = size
     entry = {
+        "graph": spec.name,
         "backend": fmt.backend,
         "format": fmt.name,
         "precision": options.precision,
         "member": member,
         "sha256": sha256_bytes(data),
-        "input_shapes": {"images": ["batch", h, w, 3]},
-        "output_shapes": {"features": ["batch", manifest["features"]["channels"], *manifest["features"]["grid"]]},
+        "input_shapes": {t.name: list(t.shape) for t in spec.inputs},
+        "output_shapes": {t.name: list(t.shape) for t in spec.outputs},
         "dynamic_batch": True,
         **extra,
     }
     manifest["engines"] = [
-        e for e in manifest["engines"] if not (e["backend"] == fmt.backend and e["precision"] == options.precision)
+        e for e in manifest["engines"]
+        if not (e.get("graph") == spec.name and e["backend"] == fmt.backend and e["precision"] == options.precision)
     ] + [entry]
     manifest["members"] = {name: {"sha256": sha256_bytes(d)} for name, d in members.items()}
     return entry

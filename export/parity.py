@@ -1,7 +1,8 @@
-"""Parity of exported engines against the eager FP32 model: features, image scores, and AUROC on test data."""
+"""Parity of exported engines against the eager FP32 modules: every graph's outputs, image scores, and AUROC on test data."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -10,36 +11,42 @@ from edgead.artifact import Artifact
 from edgead.runtime.backends.base import Backend
 from edgead.runtime.datasets import Dataset
 from edgead.runtime.evaluate import evaluate
-from edgead.runtime.predictor import Predictor
+from edgead.runtime.predictor import Predictor, as_outputs
 
 # image AUROC an FP16/INT8 engine may lose against FP32 before the export warns loudly
 AUROC_TOLERANCE = 0.005
 FP32_REL_TOLERANCE = 1e-4
 
 
-class EagerBackend(Backend):
-    """The training code's feature model behind the runtime's backend interface: the reference."""
+class Recording(Backend):
+    """Wraps a backend and keeps every (input, outputs) pair it saw, so that another engine can be fed the same inputs."""
 
-    name = "eager-torch"
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner.artifact, inner.engine, inner.device)
+        self.inner, self.name = inner, inner.name
+        self.calls: list[tuple[np.ndarray, Any]] = []
 
-    def __init__(self, artifact: Artifact, model: Any) -> None:
-        super().__init__(artifact, {"precision": "fp32"}, "cpu")
-        self.model = model.eval()
+    def infer(self, inputs: np.ndarray):
+        outputs = self.inner.infer(inputs)
+        self.calls.append((np.array(inputs, copy=True), outputs))
+        return outputs
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(images))).numpy()
-
-
-def reference_backend(artifact: Artifact, model: Any | None) -> Backend | str:
-    """The eager FP32 model where torch is here; else the artifact's ONNX FP32 engine (checked against it at training)."""
-    return EagerBackend(artifact, model) if model is not None else "onnxruntime"
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
 
 
-def reference_name(model: Any | None) -> str:
-    return "eager/fp32" if model is not None else "onnx/fp32 (reference: torch not installed)"
+def reference_backends(artifact: Artifact, graphs: Mapping[str, Any] | None) -> dict[str, Backend] | str:
+    """The eager FP32 modules where torch is here; else the artifact's ONNX FP32 engines (checked against them at training)."""
+    if graphs is None:
+        return "onnxruntime"
+    from edgead.kit.eager import eager_backends
+
+    return eager_backends(artifact, graphs)
+
+
+def reference_name(graphs: Mapping[str, Any] | None) -> str:
+    return "eager/fp32" if graphs is not None else "onnx/fp32 (reference: torch not installed)"
 
 
 def parity_device(backend: str, precision: str) -> str:
@@ -53,40 +60,90 @@ def parity_device(backend: str, precision: str) -> str:
     return "cpu"
 
 
-def parity_report(artifact: Artifact, model: Any | None, images: np.ndarray, backend: str, precision: str) -> dict[str, Any]:
-    """Largest feature and image-score differences of one engine against the FP32 reference.
+def output_differences(reference: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
+    """Largest absolute and relative difference over float outputs; the fraction of differing values of integer outputs."""
+    result = {"max_abs_output_diff": 0.0, "max_rel_output_diff": 0.0}
+    for name, want in reference.items():
+        have = got[name]
+        if np.issubdtype(want.dtype, np.integer):
+            result[f"{name}_mismatch_fraction"] = float(np.mean(have != want))
+            continue
+        diff = float(np.abs(have.astype(np.float32) - want).max())
+        result["max_abs_output_diff"] = max(result["max_abs_output_diff"], diff)
+        result["max_rel_output_diff"] = max(result["max_rel_output_diff"], diff / max(float(np.abs(want).max()), 1e-12))
+    return result
 
-    images: (N, H, W, 3) uint8 at the input size. The engine runs through the runtime, as deployed.
+
+def open_engines(artifact: Artifact, backend: str, device: str, precision: str) -> dict[str, Backend]:
+    """Every graph's engine on `backend` in `precision`, opened (closed again if one fails)."""
+    from contextlib import ExitStack
+
+    from edgead.runtime.backends.base import open_backend
+
+    with ExitStack() as opened:
+        backends = {}
+        for name in artifact.manifest["graphs"]:
+            backends[name] = opened.enter_context(open_backend(artifact, backend, device, precision, graph=name))
+        opened.pop_all()
+    return backends
+
+
+def parity_report(artifact: Artifact, graphs: Mapping[str, Any] | None, images: np.ndarray, backend: str, precision: str) -> dict[str, Any]:
+    """Largest output and image-score differences of one backend/precision's engines against the FP32 reference.
+
+    images: (N, H, W, 3) uint8 at the input size, scored whole (no tiling) through the runtime, as deployed.
+    Each graph's engine is fed the very inputs its reference module received, so that differences
+    upstream do not show up as differences of a later graph. The main graph's differences are at the
+    top level, every graph's under "graphs".
     """
     device = parity_device(backend, precision)
-    # parity images are at the input size already: whole-frame scoring, whatever the model's tiling
-    with Predictor(artifact, reference_backend(artifact, model), precision="fp32", tiling=False) as reference:
-        eager = reference.infer(images)
-        eager_scores, _ = reference.maps(reference.knn(eager))  # scored from the same features: one inference
-    with Predictor(artifact, backend, device, precision, tiling=False) as engine:
-        got = engine.infer(images).astype(np.float32)
-        got_scores, _ = engine.maps(engine.knn(got))
-    feature_diff = float(np.abs(got - eager).max())
+    reference_side = reference_backends(artifact, graphs)
+    if isinstance(reference_side, str):
+        reference_side = open_engines(artifact, reference_side, "cpu", "fp32")
+    reference_side = {name: Recording(b) for name, b in reference_side.items()}
+    with Predictor(artifact, reference_side, tiling=False) as reference:
+        eager_scores, _ = reference.maps(reference.head(reference.infer(images)))
+    engine_side = {name: Recording(b) for name, b in open_engines(artifact, backend, device, precision).items()}
+    per_graph: dict[str, dict[str, float]] = {}
+    with Predictor(artifact, engine_side, device, tiling=False) as engine:
+        got_scores, _ = engine.maps(engine.head(engine.infer(images)))  # the main graph sees the reference's inputs
+        for name, theirs in reference_side.items():
+            names = engine.graphs[name].output_names
+            if name == engine.main_graph:
+                mine = [out for _, out in engine_side[name].calls]
+            else:
+                mine = [engine_side[name].inner.infer(x) for x, _ in theirs.calls]
+            per_graph[name] = output_differences(_joined([out for _, out in theirs.calls], names), _joined(mine, names))
+        main = engine.main_graph
     score_diff = float(np.abs(got_scores - eager_scores).max())
     return {
         "device": device,
-        "reference": reference_name(model),
+        "reference": reference_name(graphs),
         "images": int(images.shape[0]),
-        "max_abs_feature_diff": feature_diff,
-        "max_rel_feature_diff": feature_diff / max(float(np.abs(eager).max()), 1e-12),
+        **per_graph[main],
         "max_abs_score_diff": score_diff,
         "max_rel_score_diff": score_diff / max(float(np.abs(eager_scores).max()), 1e-12),
+        "graphs": per_graph,
     }
 
 
-def auroc_report(artifact: Artifact, model: Any | None, dataset: Dataset, engines: list[dict[str, Any]]) -> dict[str, float]:
-    """Image AUROC on `dataset` of the FP32 reference (key 'eager/fp32') and of each engine ('format/precision')."""
-    with Predictor(artifact, reference_backend(artifact, model), precision="fp32") as reference:
+def _joined(results: list[Any], names: list[str]) -> dict[str, np.ndarray]:
+    """Backend results of several calls -> each output concatenated over the calls, by name."""
+    outputs = [as_outputs(result, names) for result in results]
+    return {n: np.concatenate([o[n] for o in outputs]) for n in names}
+
+
+def auroc_report(artifact: Artifact, graphs: Mapping[str, Any] | None, dataset: Dataset, engines: list[dict[str, Any]]) -> dict[str, float]:
+    """Image AUROC on `dataset` of the FP32 reference (key 'eager/fp32') and of each backend/precision ('format/precision')."""
+    with Predictor(artifact, reference_backends(artifact, graphs), precision="fp32") as reference:
         result = {"eager/fp32": evaluate(reference, dataset).metrics["image_auroc"]}
     for entry in engines:
+        key = f"{entry['format']}/{entry['precision']}"
+        if key in result:  # one entry per graph: the whole pipeline is measured once per backend and precision
+            continue
         device = parity_device(entry["backend"], entry["precision"])
         with Predictor(artifact, entry["backend"], device, entry["precision"]) as engine:
-            result[f"{entry['format']}/{entry['precision']}"] = evaluate(engine, dataset).metrics["image_auroc"]
+            result[key] = evaluate(engine, dataset).metrics["image_auroc"]
     return result
 
 

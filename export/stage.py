@@ -12,6 +12,7 @@ from edgead.errors import ArtifactError, ConfigError
 from edgead.export.calibration import load_calibration_images
 from edgead.export.engines import ExportOptions, ModelSource, add_engine, choose_formats, engine_precision, in_memory
 from edgead.export.parity import auroc_report, parity_problems, parity_report
+from edgead.graphs import graph_specs
 from edgead.runtime.datasets import open_dataset
 
 
@@ -24,20 +25,34 @@ class ExportResult:
     problems: list[str] = field(default_factory=list)
 
 
-def model_source(artifact: Artifact) -> ModelSource:
-    """The eager model rebuilt from the artifact's weights where torch is installed, and the artifact's ONNX graph."""
-    onnx_entry = artifact.engine("onnxruntime", "fp32")
-    onnx = artifact.member(onnx_entry["member"]) if onnx_entry else None
+def model_sources(artifact: Artifact) -> dict[str, ModelSource]:
+    """Per graph: the eager module rebuilt from the artifact's weights where torch is installed, and the artifact's ONNX graph."""
+    specs = graph_specs(artifact.manifest, str(artifact.path))
+    onnx = {}
+    for name in specs:
+        entry = artifact.engine("onnxruntime", "fp32", graph=name)
+        onnx[name] = artifact.member(entry["member"]) if entry else None
     try:
-        from edgead.kit.patchcore import load_feature_model
+        from edgead.kit.detectors import get_detector
+
+        detector = get_detector(artifact.manifest["method"])
     except ImportError:
-        if onnx is None:
-            raise ArtifactError(f"{artifact.path} has no ONNX graph and torch is not installed to rebuild one: install torch, or re-train") from None
-        return ModelSource(None, onnx)
+        missing = [name for name, graph in onnx.items() if graph is None]
+        if missing:
+            raise ArtifactError(f"{artifact.path} has no ONNX graph of {missing} and torch is not installed to rebuild one: install torch, or re-train") from None
+        return {name: ModelSource(spec, None, onnx[name]) for name, spec in specs.items()}
     try:
-        return ModelSource(load_feature_model(artifact), onnx)
+        modules = detector.load_graphs(artifact)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise ArtifactError(f"{artifact.path}: the weights do not rebuild the feature model ({exc}); re-train it") from None
+        raise ArtifactError(f"{artifact.path}: the weights do not rebuild the model ({exc}); re-train it") from None
+    return {name: ModelSource(spec, modules[name], onnx[name]) for name, spec in specs.items()}
+
+
+def eager_graphs(sources: dict[str, ModelSource]) -> dict[str, Any] | None:
+    """The eager modules by graph name, or None where torch is not installed (the ONNX engines are the reference then)."""
+    if any(source.model is None for source in sources.values()):
+        return None
+    return {name: source.model for name, source in sources.items()}
 
 
 def _calibration(manifest: dict[str, Any], calib_dir: str | None, size: tuple[int, int]):
@@ -66,7 +81,8 @@ def export_model(
     """Add engines to the model at `model_path` (or write a copy to `out`); the input file is replaced only on success."""
     artifact = read_artifact(model_path)
     formats, notes = choose_formats(format_name, precision)
-    source = model_source(artifact)
+    sources = model_sources(artifact)
+    graphs = eager_graphs(sources)
     manifest = copy.deepcopy(artifact.manifest)
     members = dict(artifact.members)
     size = tuple(manifest["input"]["size_px"])
@@ -80,13 +96,15 @@ def export_model(
     entries = []
     for fmt in formats:
         options = ExportOptions(engine_precision(fmt, precision), batch_profile, workspace_mb, calibration, cache_dir)
-        entry = add_engine(manifest, members, fmt, source, options)
-        entry["parity"] = parity_report(in_memory(manifest, members), source.model, images, entry["backend"], entry["precision"])
-        entries.append(entry)
+        built = [add_engine(manifest, members, fmt, source, options) for source in sources.values()]
+        parity = parity_report(in_memory(manifest, members), graphs, images, fmt.backend, options.precision)
+        for entry in built:
+            entry["parity"] = parity
+        entries += built
     aurocs = None
     if check_dir:
-        aurocs = auroc_report(in_memory(manifest, members), source.model, open_dataset(check_dir), entries)
+        aurocs = auroc_report(in_memory(manifest, members), graphs, open_dataset(check_dir), entries)
         manifest["parity_auroc"] = {"data": str(check_dir), **aurocs}
-    problems = [p for entry in entries for p in parity_problems(entry, aurocs)]
+    problems = list(dict.fromkeys(p for entry in entries for p in parity_problems(entry, aurocs)))  # graphs of one engine share a report
     path = write_artifact(out or model_path, manifest, members)
     return ExportResult(path, entries, notes, aurocs, problems)

@@ -7,18 +7,28 @@ import warnings
 
 import torch
 
+from edgead.graphs import GraphSpec
 
-def export_torchscript(model: torch.nn.Module, size_px: tuple[int, int], half: bool = False) -> bytes:
-    """Trace `model` on a uint8 (1, H, W, 3) batch; `half` gives an FP16 graph for CUDA (uint8 input kept)."""
+
+def export_torchscript(model: torch.nn.Module, size_px: tuple[int, int] | None = None, half: bool = False, spec: GraphSpec | None = None) -> bytes:
+    """Trace `model` on a batch of 2 of its graph's inputs (`spec`; default uint8 images of `size_px`).
+
+    `half` gives an FP16 graph for CUDA (integer inputs such as uint8 images are kept).
+    """
+    from edgead.export.onnx import image_graph
+
     model = model.eval()
     if half:
         import copy
 
         model = copy.deepcopy(model).half()
-    example = torch.zeros((2, *size_px, 3), dtype=torch.uint8)
+    spec = spec or image_graph(size_px)
+    examples = tuple(torch.from_numpy(t.example(2)) for t in spec.inputs)
+    if half:  # a float input follows the model into FP16; integer inputs (uint8 images, codes) stay as they are
+        examples = tuple(x.half() if x.is_floating_point() else x for x in examples)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(model, (example,), check_trace=False)
+        traced = torch.jit.trace(model, examples, check_trace=False)
         traced = torch.jit.freeze(traced)
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer)

@@ -15,17 +15,20 @@ from edgead import __version__
 from edgead.artifact import Artifact, npy_bytes
 from edgead.config import PatchCoreConfig
 from edgead.errors import DataError
+from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, graph_spec
 from edgead.progress import Progress, silent_progress
 from edgead.kit.backbones import build_backbone
+from edgead.kit.eager import score_good_images
 from edgead.kit.features import PatchFeatureModel
 from edgead.runtime.coreset import greedy_coreset
 from edgead.runtime.images import read_image
-from edgead.runtime.memory_bank import MemoryBank
-from edgead.runtime.postprocess import anomaly_maps, calibrate, patch_scores
-from edgead.runtime.predictor import Tiling, frame_maps, prepare_batch
+from edgead.runtime.postprocess import calibrate
+from edgead.runtime.predictor import Tiling, prepare_batch
+from edgead.runtime.preprocess import stack_batch
 
 WEIGHTS_MEMBER = "weights.safetensors"
 BANK_MEMBER = "memory_bank.npy"
+PARITY_IMAGES = 8  # good images stored in the model to check engines on, here and on the device
 
 
 @dataclass
@@ -42,6 +45,28 @@ class TrainedPatchCore:
     bank_images: list[str] = field(default_factory=list)
     holdout_images: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def graphs(self) -> dict[str, PatchFeatureModel]:
+        return {MAIN_GRAPH: self.model}
+
+    @property
+    def parity_images(self) -> np.ndarray:
+        """Up to PARITY_IMAGES held-out (else bank) good images, (N, H, W, 3) uint8 at the input size."""
+        paths = (self.holdout_images or self.bank_images)[:PARITY_IMAGES]
+        return stack_batch([read_image(p) for p in paths], (self.config.image_size_px, self.config.image_size_px))
+
+    def artifact_parts(self) -> tuple[dict, dict[str, bytes]]:
+        return to_artifact_parts(self)
+
+    def summary(self, manifest: dict) -> list[str]:
+        """What `edgead train` prints about the model beyond the common lines."""
+        bank, post = manifest["memory_bank"], manifest["postprocess"]
+        return [
+            f"memory bank: {bank['count']} of {bank['patch_features_seen']} patch features x {bank['dim']} (fp16), "
+            f"coreset radius {bank['coreset_radius']:.4f}",
+            f"threshold: {post['image_threshold']:.4f} from {post['holdout_images']} held-out good images",
+        ]
 
 
 def build_feature_model(config: PatchCoreConfig, weights: Path | None = None, pretrained: bool = True) -> PatchFeatureModel:
@@ -105,32 +130,28 @@ def fit_patchcore(
         coreset = greedy_coreset(flat, target, config.projection_dim, config.seed, advance)
     bank = flat[coreset.indices].astype(np.float16)
     subsampled = time.perf_counter()
-    memory_bank = MemoryBank(bank, k=config.k)
-    size = (config.image_size_px, config.image_size_px)
-    # with no hold-out the bank's own images calibrate: their scores are optimistic, the threshold low
-    calib_paths = holdout_paths or bank_paths
-    scores, pixels = [], []
-    for batch, features in _feature_batches(model, calib_paths, config, progress, "calibrate"):
-        maps = anomaly_maps(patch_scores(features, memory_bank), size, config.blur_sigma_px)
-        batch_scores, frame_level = frame_maps(maps, batch, tiling_of(config), config.score_quantile)
-        scores.extend(batch_scores)
-        pixels.extend(m.ravel() for m in frame_level)
-    return TrainedPatchCore(
+    trained = TrainedPatchCore(
         config=config,
         model=model,
         bank=bank,
-        calibration=calibrate(np.array(scores), np.concatenate(pixels)),
+        calibration={},
         coreset_radius=coreset.radius,
         n_patch_features=int(flat.shape[0]),
         grid=(h, w),
         bank_images=[str(p) for p in bank_paths],
         holdout_images=[str(p) for p in holdout_paths],
-        timings_s={
-            "features": extracted - started,
-            "coreset": subsampled - extracted,
-            "calibration": time.perf_counter() - subsampled,
-        },
     )
+    # scored as deployed (the runtime's head and maps); with no hold-out the bank's own images calibrate:
+    # their scores are optimistic, the threshold low
+    manifest, members = to_artifact_parts(trained)
+    scores, pixels = score_good_images(manifest, members, trained.graphs, holdout_paths or bank_paths, progress, "calibrate", config.batch_size)
+    trained.calibration = calibrate(scores, pixels)
+    trained.timings_s = {
+        "features": extracted - started,
+        "coreset": subsampled - extracted,
+        "calibration": time.perf_counter() - subsampled,
+    }
+    return trained
 
 
 def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]]:
@@ -140,8 +161,9 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
     cfg = trained.config
     model = trained.model
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    h, w = trained.grid
     manifest = {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "created_by": f"edgead {__version__}",
         "method": "patchcore",
         "config": cfg.to_dict(),
@@ -167,6 +189,14 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
             "backbone": cfg.backbone,
             "backbone_channels": list(model.backbone.feature_channels),
         },
+        "graphs": {
+            MAIN_GRAPH: graph_spec(
+                MAIN_GRAPH,
+                {"images": (("batch", cfg.image_size_px, cfg.image_size_px, 3), "uint8")},
+                {"features": (("batch", model.out_channels, h, w), "float32")},
+            ).to_dict()
+        },
+        "head": {"name": "knn", "graph": MAIN_GRAPH, "output": "features"},
         "memory_bank": {
             "member": BANK_MEMBER,
             "count": int(trained.bank.shape[0]),
@@ -175,6 +205,8 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
             "k": cfg.k,
             "coreset_radius": trained.coreset_radius,
             "patch_features_seen": trained.n_patch_features,
+            # how `edgead enroll` re-subsamples the bank on the device
+            "coreset": {"fraction": cfg.coreset_fraction, "count": cfg.coreset_count, "projection_dim": cfg.projection_dim, "seed": cfg.seed},
         },
         "postprocess": {
             "blur_sigma_px": cfg.blur_sigma_px,
@@ -205,3 +237,19 @@ def load_feature_model(artifact: Artifact) -> PatchFeatureModel:
     state = load(artifact.member(artifact.manifest["weights"]["member"]))
     model.load_state_dict(state)
     return model.eval()
+
+
+class PatchCoreDetector:
+    """PatchCore in the detector registry: one `features` graph, the `knn` head."""
+
+    name = "patchcore"
+    config_class = PatchCoreConfig
+
+    def fit(self, train_paths: Sequence[Path], config: PatchCoreConfig, *, weights: Path | None = None, progress: Progress = silent_progress) -> TrainedPatchCore:
+        return fit_patchcore(train_paths, config, weights=weights, progress=progress)
+
+    def load_graphs(self, artifact: Artifact) -> dict[str, PatchFeatureModel]:
+        return {MAIN_GRAPH: load_feature_model(artifact)}
+
+
+DETECTOR = PatchCoreDetector()

@@ -21,7 +21,7 @@ from edgead.runtime.sources import Frame
 
 log = logging.getLogger(__name__)
 
-STAGES = ("capture", "preprocess", "inference", "knn", "postprocess", "output")
+STAGES = ("capture", "preprocess", "inference", "head", "postprocess", "output")
 
 
 class LatencyHistogram:
@@ -148,11 +148,11 @@ class _Scorer:
         p = self.predictor
         batch = p.prepare([frame.image])
         marks.append(clock())
-        features = p.infer(batch)
+        outputs = p.infer(batch)
         marks.append(clock())
-        scores = p.knn(features)
+        grids = p.head(outputs)
         marks.append(clock())
-        image_scores, maps = p.maps(scores, batch)
+        image_scores, maps = p.maps(grids, batch)
         anomaly_map, score = maps[0], float(image_scores[0])
         anomalous = score > p.threshold
         boxes = anomaly_boxes(anomaly_map, p.threshold, self.min_box_area_px, frame.image.shape[:2]) if anomalous else []
@@ -188,7 +188,7 @@ def run_live(
         report = on_stats or (lambda stats: log.info("%s", stats.line()))
         timings = _Timings(clock())
         name = getattr(source, "name", type(source).__name__)
-        log.info("scoring %s with %s at %s px", name, predictor.backend.describe(), "x".join(map(str, predictor.size_px)))
+        log.info("scoring %s with %s at %s px", name, predictor.describe(), "x".join(map(str, predictor.size_px)))
         try:
             stopped_by = _loop(_Scorer(predictor, min_box_area_px), source, outputs, timings, clock,
                                max_frames, report_every_s, report)

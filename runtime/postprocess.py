@@ -7,26 +7,18 @@ import math
 import cv2
 import numpy as np
 
-from edgead.runtime.memory_bank import MemoryBank
 
-
-def anomaly_maps(patch_scores: np.ndarray, size_px: tuple[int, int], blur_sigma_px: float) -> np.ndarray:
-    """(N, h, w) patch scores -> (N, H, W) float32 maps at the model input size, bilinear then Gaussian."""
+def anomaly_maps(score_grids: np.ndarray, size_px: tuple[int, int], blur_sigma_px: float) -> np.ndarray:
+    """(N, h, w) score grids of a head -> (N, H, W) float32 maps at the engine input size, bilinear then Gaussian."""
     height, width = size_px
-    maps = np.empty((patch_scores.shape[0], height, width), dtype=np.float32)
-    for i, scores in enumerate(patch_scores):
+    maps = np.empty((score_grids.shape[0], height, width), dtype=np.float32)
+    for i, scores in enumerate(score_grids):
         up = cv2.resize(scores.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
         if blur_sigma_px > 0:
             ksize = 2 * math.ceil(4 * blur_sigma_px) + 1
             up = cv2.GaussianBlur(up, (ksize, ksize), blur_sigma_px, borderType=cv2.BORDER_REFLECT)
         maps[i] = up
     return maps
-
-
-def patch_scores(features: np.ndarray, bank: MemoryBank) -> np.ndarray:
-    """Patch features (N, C, h, w) -> kNN patch scores (N, h, w)."""
-    n, channels, h, w = features.shape
-    return bank.score(features.transpose(0, 2, 3, 1).reshape(-1, channels)).reshape(n, h, w)
 
 
 def image_scores(maps: np.ndarray | list[np.ndarray], quantile: float | None = None) -> np.ndarray:

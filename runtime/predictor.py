@@ -1,22 +1,22 @@
-"""The deployed scoring path: backend features, memory bank, maps and threshold from the manifest."""
+"""The deployed scoring path for every detector: prepare, infer (engines), head, maps; threshold from the manifest."""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgead.artifact import Artifact
-from edgead.errors import ArtifactError, ConfigError, EdgeADError
+from edgead.errors import BackendError, ConfigError
+from edgead.graphs import graph_specs, head_section
 from edgead.runtime.backends.base import Backend, open_backend
-from edgead.runtime.memory_bank import MemoryBank
-from edgead.runtime.postprocess import anomaly_maps, image_scores, patch_scores
+from edgead.runtime.heads import Head, open_head
+from edgead.runtime.postprocess import anomaly_maps, image_scores
 from edgead.runtime.preprocess import resize_to_input, stack_batch
 from edgead.runtime.scheduler import PatchScheduler, make_slots
 from edgead.runtime.tiling import cut_tiles, stitch
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,79 +86,112 @@ def frame_maps(
     return image_scores(frames, quantile), frames
 
 
-class Predictor:
-    """Scores RGB images with an artifact's engine and memory bank; a context manager.
+Outputs = dict[str, np.ndarray]  # a graph's outputs by name, each (N, ...)
 
-    Engine batches go through a PatchScheduler: on a CUDA backend with several `streams`, the copies
-    and compute of consecutive batches (tiles of a large frame) overlap; on the CPU the same code runs
-    with one synchronous slot.
+
+class Predictor:
+    """Scores RGB images with an artifact's engines and scoring head; a context manager.
+
+    The deployed path in stages, the same for every detector: prepare (resize, or cut tiles and
+    patches) -> infer (the head's main graph, through the PatchScheduler) -> head (outputs -> score
+    grids) -> maps (resize, smooth, stitch; image scores). On a CUDA backend with several `streams`,
+    the copies and compute of consecutive batches overlap; on the CPU the same code runs with one
+    synchronous slot. Graphs other than the main one are opened too and handed to the head by name.
     """
 
     def __init__(
         self,
         artifact: Artifact,
-        backend: str | Backend | None = None,
+        backend: str | Backend | Mapping[str, Backend] | None = None,
         device: str = "cpu",
         precision: str | None = None,
         tiling: Tiling | bool = True,
         streams: int = 1,
-        max_batch: int = 8,
+        max_batch: int | None = None,
         threshold: float | None = None,
     ) -> None:
-        """`backend`: a name (or None for the ladder), or an opened Backend to use as it is.
+        """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
+        one for the main graph, or a mapping from graph name to Backend covering every graph.
 
         `tiling`: True follows the manifest, False resizes whole frames, a Tiling overrides the manifest.
+        `max_batch`: engine batch size (default: the manifest's `runtime.max_batch`, else 8).
         `threshold`: an image threshold for this session instead of the model's.
         """
         manifest = artifact.manifest
         self.artifact = artifact
+        self.graphs = graph_specs(manifest, str(artifact.path))
+        self.main_graph = head_section(manifest, str(artifact.path))["graph"]
+        self.output_names = self.graphs[self.main_graph].output_names
         self.size_px = tuple(manifest["input"]["size_px"])
-        bank = artifact.load_npy(manifest["memory_bank"]["member"])
-        expected = (manifest["memory_bank"]["count"], manifest["memory_bank"]["dim"])
-        if bank.shape != expected:
-            raise ArtifactError(f"{artifact.path}: memory bank has shape {bank.shape}, the manifest says {expected}")
-        self.bank = _open_bank(bank, manifest["memory_bank"]["k"], device)
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
         self.threshold = float(manifest["postprocess"]["image_threshold"] if threshold is None else threshold)
         self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
-        self.max_batch = max_batch
-        self.backend: Backend = backend if isinstance(backend, Backend) else open_backend(artifact, backend, device, precision)
-        self.scheduler = PatchScheduler(make_slots(self.backend, streams, max_batch))
+        self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
+        with ExitStack() as opened:  # whatever opened is closed again if a later part fails
+            self.backends = self._open_backends(backend, device, precision, opened)
+            self.backend: Backend = self.backends[self.main_graph]
+            others = {name: b for name, b in self.backends.items() if name != self.main_graph}
+            self.scoring_head: Head = open_head(artifact, device, others)
+            opened.callback(self.scoring_head.close)
+            self.scheduler = PatchScheduler(make_slots(self.backend, streams, self.max_batch))
+            opened.pop_all()
+
+    def _open_backends(self, backend, device: str, precision: str | None, opened: ExitStack) -> dict[str, Backend]:
+        if isinstance(backend, Backend):
+            backend = {self.main_graph: backend}
+        if isinstance(backend, Mapping):
+            missing = sorted(set(self.graphs) - set(backend))
+            if missing:
+                raise ConfigError(f"no backend given for graphs {missing} of {self.artifact.path}")
+            return dict(backend)
+        backends = {}
+        for name in self.graphs:
+            backends[name] = open_backend(self.artifact, backend, device, precision, graph=name)
+            opened.callback(backends[name].close)
+        return backends
 
     # the deployed path in stages, so that a live loop can time each one
     def prepare(self, images: list[np.ndarray]) -> Batch:
         """RGB frames -> engine input: each resized to the model input, or cut into tiles (resized if tile != input)."""
         return prepare_batch(images, self.size_px, self.tiling)
 
-    def infer(self, batch: Batch | np.ndarray) -> np.ndarray:
-        """Engine input -> patch features (N, C, h/8, w/8), in chunks of max_batch through the scheduler."""
+    def infer(self, batch: Batch | np.ndarray) -> Outputs:
+        """Engine input -> the main graph's outputs by name, in chunks of max_batch through the scheduler."""
         images = batch.images if isinstance(batch, Batch) else batch
         chunks = ((start, images[start : start + self.max_batch]) for start in range(0, len(images), self.max_batch))
-        outputs = [out for _, out in self.scheduler.map(chunks)]
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        results = [as_outputs(out, self.output_names) for _, out in self.scheduler.map(chunks)]
+        if len(results) == 1:
+            return results[0]
+        return {name: np.concatenate([r[name] for r in results]) for name in self.output_names}
 
-    def knn(self, features: np.ndarray) -> np.ndarray:
-        """Patch features -> kNN patch scores (N, h/8, w/8)."""
-        return patch_scores(features, self.bank)
+    def head(self, outputs: Outputs) -> np.ndarray:
+        """Main-graph outputs -> score grids (N, gh, gw) from the model's scoring head."""
+        return self.scoring_head.score(outputs)
 
-    def maps(self, scores: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Patch scores -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
-        return frame_maps(anomaly_maps(scores, self.size_px, self.blur_sigma_px), batch, self.tiling, self.score_quantile)
+    def maps(self, grids: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Score grids -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
+        return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px), batch, self.tiling, self.score_quantile)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Score a batch of (H, W, 3) uint8 RGB images."""
         if not images:
             return []
         batch = self.prepare(images)
-        scores, maps = self.maps(self.knn(self.infer(batch)), batch)
+        scores, maps = self.maps(self.head(self.infer(batch)), batch)
         return [Prediction(float(s), bool(s > self.threshold), m) for s, m in zip(scores, maps)]
 
+    def describe(self) -> str:
+        """The engines and head this predictor runs, for logs and reports."""
+        engines = ", ".join(f"{name}: {b.describe()}" for name, b in self.backends.items()) if len(self.backends) > 1 else self.backend.describe()
+        return f"{engines}; head {self.scoring_head.describe()}"
+
     def close(self) -> None:
-        try:
-            self.scheduler.close()
-        finally:
-            self.backend.close()
+        with ExitStack() as closing:  # every part is closed even when one of them fails
+            for backend in self.backends.values():
+                closing.callback(backend.close)
+            closing.callback(self.scoring_head.close)
+            closing.callback(self.scheduler.close)
 
     def __enter__(self) -> Predictor:
         return self
@@ -167,11 +200,9 @@ class Predictor:
         self.close()
 
 
-def _open_bank(bank: np.ndarray, k: int, device: str) -> MemoryBank:
-    """The bank on the GPU (CuPy) for a CUDA device where CuPy runs, else on the CPU."""
-    if device.startswith("cuda"):
-        try:
-            return MemoryBank(bank, k=k, device="cuda")
-        except EdgeADError as exc:
-            log.warning("kNN memory bank stays on the CPU: %s", exc)
-    return MemoryBank(bank, k=k)
+def as_outputs(result: np.ndarray | tuple | list, names: list[str]) -> Outputs:
+    """A backend's result (one array, or a tuple in the graph's output order) -> outputs by name."""
+    arrays = (result,) if isinstance(result, np.ndarray) else tuple(result)
+    if len(arrays) != len(names):
+        raise BackendError(f"the engine returned {len(arrays)} outputs; the model's graph has {len(names)}: {names}")
+    return dict(zip(names, arrays))

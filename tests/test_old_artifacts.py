@@ -17,7 +17,7 @@ def expected():
 
 def test_v1_patchcore_artifact_scores_identically(expected):
     artifact = read_artifact(FIXTURE / "v1.edgead")
-    assert artifact.manifest["format_version"] == 1
+    assert artifact.manifest["upgraded_from"] == 1  # read as format 1, upgraded in memory
     with Predictor(artifact, backend="onnxruntime") as predictor:
         predictions = predictor.predict(list(expected["images"]))
     scores = np.array([p.score for p in predictions], dtype=np.float32)

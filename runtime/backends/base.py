@@ -9,6 +9,7 @@ import numpy as np
 
 from edgead.artifact import Artifact
 from edgead.errors import BackendError, DependencyError, EdgeADError
+from edgead.graphs import MAIN_GRAPH
 
 LADDER = ("tensorrt", "onnxruntime", "torchscript")
 
@@ -21,7 +22,10 @@ _REGISTRY = {
 
 
 class Backend:
-    """Runs the exported feature graph: uint8 (N, H, W, 3) RGB -> float32 features (N, C, h, w)."""
+    """Runs one exported graph (the manifest's `graphs`): its input batch -> its output(s).
+
+    `infer` returns one array for a graph with one output, else a tuple in the graph's output order.
+    """
 
     name = "base"
 
@@ -51,20 +55,23 @@ class Backend:
 _PREFERENCE = {"cuda": ("fp16", "fp32", "int8"), "cpu": ("fp32",)}
 
 
-def _engine_for(artifact: Artifact, backend: str, precision: str | None, device: str) -> dict[str, Any]:
-    entries = [e for e in artifact.manifest["engines"] if e.get("backend") == backend]
+def _engine_for(artifact: Artifact, backend: str, precision: str | None, device: str, graph: str) -> dict[str, Any]:
+    entries = [e for e in artifact.manifest["engines"] if e.get("backend") == backend and e.get("graph") == graph]
     wanted = (precision,) if precision else _PREFERENCE["cuda" if device.startswith("cuda") else "cpu"]
     for choice in wanted:
         for entry in entries:
             if entry.get("precision") == choice:
                 return entry
-    have = ", ".join(f"{e.get('backend')}/{e.get('precision')}" for e in artifact.manifest["engines"]) or "none"
+    have = ", ".join(f"{e.get('backend')}/{e.get('precision')}" for e in artifact.manifest["engines"] if e.get("graph") == graph) or "none"
     want = f"{backend}/{'|'.join(wanted)}"
-    raise BackendError(f"the model has no {want} engine for {device} (it has: {have}); build one with `edgead export`")
+    what = "engine" if graph == MAIN_GRAPH else f"engine of graph {graph!r}"
+    raise BackendError(f"the model has no {want} {what} for {device} (it has: {have}); build one with `edgead export`")
 
 
-def open_backend(artifact: Artifact, name: str | None = None, device: str = "cpu", precision: str | None = None) -> Backend:
-    """Open the named backend, or the first of the ladder that can run; the error lists every reason."""
+def open_backend(
+    artifact: Artifact, name: str | None = None, device: str = "cpu", precision: str | None = None, graph: str = MAIN_GRAPH
+) -> Backend:
+    """Open `graph`'s engine on the named backend, or on the first of the ladder that can run; the error lists every reason."""
     if name is not None and name not in LADDER:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(LADDER)}")
     reasons = []
@@ -72,7 +79,7 @@ def open_backend(artifact: Artifact, name: str | None = None, device: str = "cpu
         try:
             if candidate not in _REGISTRY:
                 raise BackendError(f"the {candidate} backend is not part of this edgead release yet")
-            entry = _engine_for(artifact, candidate, precision, device)
+            entry = _engine_for(artifact, candidate, precision, device, graph)
             module_name, class_name = _REGISTRY[candidate]
             cls = getattr(importlib.import_module(module_name), class_name)
             return cls(artifact, entry, device)

@@ -11,6 +11,10 @@ from edgead.errors import BackendError
 from edgead.runtime.backends.base import Backend, require
 
 
+# ONNX Runtime's tensor type names -> numpy dtypes of graph inputs edgead exports
+_ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(float16)": "float16", "tensor(float)": "float32"}
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
@@ -34,22 +38,27 @@ class OnnxRuntimeBackend(Backend):
             self.session = ort.InferenceSession(artifact.member(engine["member"]), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BackendError(f"onnxruntime could not load {engine['member']}: {exc}") from exc
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_dtype = np.dtype(_ORT_TYPES.get(graph_input.type, "uint8"))
+        self.output_names = [output.name for output in self.session.get_outputs()]
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(images, dtype=np.uint8)
+    def infer(self, inputs: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+        inputs = np.ascontiguousarray(inputs, dtype=self.input_dtype)
         if self.device_type == "cpu":
-            return self.session.run(None, {self.input_name: images})[0]
-        return self.infer_bound(images, self.device_type, self.device_id)
+            outputs = self.session.run(None, {self.input_name: inputs})
+        else:
+            outputs = self.infer_bound(inputs, self.device_type, self.device_id)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def infer_bound(self, images: np.ndarray, device_type: str, device_id: int = 0) -> np.ndarray:
-        """I/O binding: the input is copied to the device once, the output stays there until one copy back."""
+    def infer_bound(self, inputs: np.ndarray, device_type: str, device_id: int = 0) -> list[np.ndarray]:
+        """I/O binding: the input is copied to the device once, the outputs stay there until one copy back."""
         binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(images, dtype=np.uint8))
-        binding.bind_output(self.output_name, device_type, device_id)
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(inputs, dtype=self.input_dtype))
+        for name in self.output_names:
+            binding.bind_output(name, device_type, device_id)
         self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        return binding.copy_outputs_to_cpu()
 
     def close(self) -> None:
         if not self._closed:

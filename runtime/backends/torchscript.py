@@ -26,11 +26,11 @@ class TorchScriptBackend(Backend):
             raise BackendError(f"torch.jit.load could not load {engine['member']}: {exc}") from exc
         self.module.eval()
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
+    def infer(self, inputs: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
         torch = self.torch
         with torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)).to(self.device)
-            return self.module(batch).float().cpu().numpy()
+            batch = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
+            return to_numpy(self.module(batch))
 
     def create_slot(self, max_batch: int) -> TorchScriptCudaSlot:
         """A CUDA stream with pinned input/output buffers for the patch scheduler (CUDA devices only)."""
@@ -42,8 +42,15 @@ class TorchScriptBackend(Backend):
         super().close()
 
 
+def to_numpy(outputs):
+    """A module's output tensor, or tuple of tensors, on the host: FP16 as float32, integers as they are."""
+    if isinstance(outputs, (tuple, list)):
+        return tuple(to_numpy(t) for t in outputs)
+    return (outputs.float() if outputs.is_floating_point() else outputs).cpu().numpy()
+
+
 class TorchScriptCudaSlot:
-    """One CUDA stream: pinned uint8 input, copy in, the module, copy out to pinned memory, an event.
+    """One CUDA stream: pinned input, copy in, the module, copy out to pinned memory (one buffer per output), an event.
 
     submit() only enqueues; wait() blocks on the event. A slot is reused only after wait(), so its
     pinned input is never overwritten while a copy from it may still be running.
@@ -57,6 +64,7 @@ class TorchScriptCudaSlot:
         self.event = torch.cuda.Event()
         self.host_in = None
         self.host_out = None
+        self.several = False
         self.count = 0
 
     def submit(self, batch: np.ndarray) -> None:
@@ -64,24 +72,29 @@ class TorchScriptCudaSlot:
         n = batch.shape[0]
         if n > self.max_batch:
             raise BackendError(f"batch of {n} exceeds the slot's {self.max_batch}")
-        if self.host_in is None:
-            self.host_in = torch.empty((self.max_batch, *batch.shape[1:]), dtype=torch.uint8).pin_memory()
+        dtype = torch.from_numpy(batch[:0]).dtype
+        if self.host_in is None or self.host_in.dtype != dtype or self.host_in.shape[1:] != batch.shape[1:]:
+            self.host_in = torch.empty((self.max_batch, *batch.shape[1:]), dtype=dtype).pin_memory()
         self.host_in[:n].numpy()[...] = batch
         with torch.cuda.stream(self.stream), torch.inference_mode():
             device_in = self.host_in[:n].to(self.device, non_blocking=True)
             out = self.backend.module(device_in)
+            self.several = isinstance(out, (tuple, list))
+            outs = tuple(out) if self.several else (out,)
             if self.host_out is None:
-                self.host_out = torch.empty((self.max_batch, *out.shape[1:]), dtype=out.dtype).pin_memory()
-            self.host_out[:n].copy_(out, non_blocking=True)
+                self.host_out = [torch.empty((self.max_batch, *o.shape[1:]), dtype=o.dtype).pin_memory() for o in outs]
+            for host, o in zip(self.host_out, outs):
+                host[:n].copy_(o, non_blocking=True)
             self.event.record(self.stream)
         self.count = n
 
     def ready(self) -> bool:
         return self.event.query()
 
-    def wait(self) -> np.ndarray:
+    def wait(self) -> np.ndarray | tuple[np.ndarray, ...]:
         self.event.synchronize()
-        return self.host_out[: self.count].float().numpy().copy()
+        outs = tuple(to_numpy(host[: self.count]).copy() for host in self.host_out)
+        return outs if self.several else outs[0]
 
     def close(self) -> None:
         self.host_in = self.host_out = None

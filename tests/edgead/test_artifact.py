@@ -15,11 +15,26 @@ def minimal_manifest():
         "config": {},
         "input": {"size_px": [64, 64], "color_order": "RGB", "dtype": "uint8", "layout": "NHWC", "normalisation": {}},
         "features": {"channels": 4, "grid": [8, 8], "stride_px": 8},
+        "graphs": {
+            "features": {
+                "inputs": [{"name": "images", "shape": ["batch", 64, 64, 3], "dtype": "uint8"}],
+                "outputs": [{"name": "features", "shape": ["batch", 4, 8, 8], "dtype": "float32"}],
+            }
+        },
+        "head": {"name": "knn", "graph": "features", "output": "features"},
         "memory_bank": {"member": "bank.npy", "count": 3, "dim": 4, "dtype": "float16", "k": 1},
         "postprocess": {"blur_sigma_px": 4.0, "image_threshold": 1.0},
         "weights": {"member": "weights.bin", "format": "raw"},
         "engines": [],
     }
+
+
+def format1_manifest():
+    """What edgead 0.1.0 wrote: no graphs, no head, engines without a graph."""
+    manifest = minimal_manifest()
+    del manifest["graphs"], manifest["head"]
+    manifest.update(format_version=1, config={"coreset_fraction": 0.1, "coreset_count": None, "projection_dim": 64, "seed": 0})
+    return manifest
 
 
 @pytest.fixture
@@ -74,9 +89,76 @@ def test_wrong_version(artifact_path):
 
 
 def test_missing_key_is_named(artifact_path):
-    rewrite(artifact_path, edit_manifest=lambda m: m["memory_bank"].pop("k"))
-    with pytest.raises(ArtifactError, match="'memory_bank.k' is missing"):
+    rewrite(artifact_path, edit_manifest=lambda m: m["postprocess"].pop("image_threshold"))
+    with pytest.raises(ArtifactError, match="'postprocess.image_threshold' is missing"):
         read_artifact(artifact_path)
+
+
+def test_head_section_key_is_named_when_the_head_opens(artifact_path):
+    from edgead.runtime.heads import open_head
+
+    rewrite(artifact_path, edit_manifest=lambda m: m["memory_bank"].pop("k"))
+    artifact = read_artifact(artifact_path)  # the head's own section is the head's to check
+    with pytest.raises(ArtifactError, match="'memory_bank.k' is missing"):
+        open_head(artifact)
+
+
+def test_unknown_head_says_to_upgrade(artifact_path):
+    from edgead.runtime.heads import open_head
+
+    rewrite(artifact_path, edit_manifest=lambda m: m["head"].update(name="telepathy"))
+    with pytest.raises(ArtifactError, match="'telepathy' is not part of this edgead.*upgrade"):
+        open_head(read_artifact(artifact_path))
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda m: m.pop("graphs"), "'graphs'"),
+        (lambda m: m["graphs"]["features"]["inputs"][0].update(dtype="float64"), "graphs.features.inputs.images.dtype"),
+        (lambda m: m["graphs"]["features"]["outputs"][0].update(shape=[0, 4]), "graphs.features.outputs.features.shape"),
+        (lambda m: m["graphs"]["features"]["outputs"][0].pop("name"), r"graphs.features.outputs\[0\].name"),
+        (lambda m: m["head"].update(graph="decoder"), "head.graph"),
+    ],
+)
+def test_bad_graph_or_head_is_named(artifact_path, edit, key):
+    rewrite(artifact_path, edit_manifest=edit)
+    with pytest.raises(ArtifactError, match=key):
+        read_artifact(artifact_path)
+
+
+def test_format1_manifest_is_upgraded_on_read(tmp_path):
+    bank = np.arange(12, dtype=np.float16).reshape(3, 4)
+    manifest = format1_manifest()
+    manifest["engines"] = [{"backend": "onnxruntime", "precision": "fp32", "member": "e.onnx"}]
+    path = tmp_path / "old.edgead"
+    members = {"bank.npy": npy_bytes(bank), "weights.bin": b"", "e.onnx": b"onnx"}
+    manifest["members"] = {name: {"sha256": __import__("hashlib").sha256(data).hexdigest()} for name, data in members.items()}
+    with zipfile.ZipFile(path, "w") as archive:  # written as 0.1.0 wrote it, not through write_artifact
+        archive.writestr(MANIFEST, json.dumps(manifest))
+        for name, data in members.items():
+            archive.writestr(name, data)
+    art = read_artifact(path)
+    assert art.manifest["format_version"] == FORMAT_VERSION and art.manifest["upgraded_from"] == 1
+    assert art.manifest["head"] == {"name": "knn", "graph": "features", "output": "features"}
+    assert art.manifest["graphs"]["features"]["inputs"] == [{"name": "images", "shape": ["batch", 64, 64, 3], "dtype": "uint8"}]
+    assert art.manifest["graphs"]["features"]["outputs"] == [{"name": "features", "shape": ["batch", 4, 8, 8], "dtype": "float32"}]
+    assert art.engine("onnxruntime", "fp32", graph="features")["member"] == "e.onnx"
+    assert art.manifest["memory_bank"]["coreset"] == {"fraction": 0.1, "count": None, "projection_dim": 64, "seed": 0}
+
+
+def test_format1_missing_bank_key_is_named(tmp_path):
+    manifest = format1_manifest()
+    manifest["memory_bank"].pop("k")
+    with pytest.raises(ArtifactError, match="'memory_bank.k' is missing"):
+        write_artifact(tmp_path / "m.edgead", manifest, {"bank.npy": b"", "weights.bin": b""})
+
+
+def test_member_named_anywhere_must_be_listed(tmp_path):
+    manifest = minimal_manifest()
+    manifest["svm"] = {"support_vectors": {"member": "sv.npy"}}
+    with pytest.raises(ArtifactError, match="names member 'sv.npy'"):
+        write_artifact(tmp_path / "m.edgead", manifest, {"bank.npy": b"", "weights.bin": b""})
 
 
 def test_wrong_type_is_named(artifact_path):

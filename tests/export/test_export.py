@@ -36,9 +36,9 @@ def test_export_matches_eager(model_copy, tiny_data_root, format_name, precision
     (entry,) = result.engines
     parity = entry["parity"]
     if precision == "fp32":
-        assert parity["max_rel_feature_diff"] < 1e-4 and parity["max_rel_score_diff"] < 1e-4
+        assert parity["max_rel_output_diff"] < 1e-4 and parity["max_rel_score_diff"] < 1e-4
     else:
-        assert parity["max_rel_feature_diff"] < 5e-2 and parity["max_rel_score_diff"] < 1e-2
+        assert parity["max_rel_output_diff"] < 5e-2 and parity["max_rel_score_diff"] < 1e-2
         assert abs(result.aurocs["eager/fp32"] - result.aurocs[f"torchscript/{precision}"]) <= 0.005
     assert not result.problems
     art = read_artifact(model_copy)  # re-read from disk: hashes, manifest and the new member agree
@@ -113,7 +113,7 @@ def test_onnx_int8_is_calibrated_checked_and_picked_on_request(model_copy, tiny_
     result = export_model(model_copy, "int8", "onnx", calib_dir=str(tiny_data_root / "train" / "good"), check_dir=str(tiny_data_root))
     (entry,) = result.engines
     assert entry["precision"] == "int8" and entry["calibration_images"] == 8
-    assert 0 < entry["parity"]["max_rel_feature_diff"] < 0.5  # quantized: close, not equal
+    assert 0 < entry["parity"]["max_rel_output_diff"] < 0.5  # quantized: close, not equal
     assert abs(result.aurocs["onnx/int8"] - result.aurocs["eager/fp32"]) <= 0.2
     art = read_artifact(model_copy)
     assert len(art.member(entry["member"])) < len(art.member(art.engine("onnxruntime", "fp32")["member"]))
@@ -187,9 +187,9 @@ def test_export_without_torch_uses_the_stored_onnx_graph(model_copy):
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "from edgead.artifact import read_artifact\n"
-        "from edgead.export.stage import model_source\n"
-        f"source = model_source(read_artifact({str(model_copy)!r}))\n"
-        "assert source.model is None and source.onnx[:4] and source.onnx_graph((128, 128)) is source.onnx\n"
+        "from edgead.export.stage import model_sources\n"
+        f"(source,) = model_sources(read_artifact({str(model_copy)!r})).values()\n"
+        "assert source.model is None and source.onnx[:4] and source.onnx_graph() is source.onnx\n"
         "from edgead.cli import main\n"
         f"main(['export', '--model', {str(model_copy)!r}, '--engine', 'fp16'])\n"
     )

@@ -128,7 +128,7 @@ from edgead.runtime.backends.base import open_backend
 
 hint = "pip install 'edgead[tensorrt]'"
 assert hint in export.tensorrt_available()
-entry = {"backend": "tensorrt", "precision": "fp16", "member": "engines/features.fp16.plan"}
+entry = {"graph": "features", "backend": "tensorrt", "precision": "fp16", "member": "engines/features.fp16.plan"}
 artifact = Artifact(Path("m.edgead"), {"engines": [entry]}, {entry["member"]: b"plan"})
 for use in (cuda.device_count, lambda: cuda.Stream(), lambda: export.build_engine(b"onnx", "fp16", (32, 32)),
             lambda: backend.TensorRTBackend(artifact, entry, "cuda"), backend.tensorrt_logger):

@@ -106,7 +106,7 @@ def test_run_live_over_a_video_scores_like_predict_and_feeds_every_sink(predicto
     assert summary.dropped == 0 and summary.reconnects == 0 and summary.fps > 0
     assert set(summary.stage_ms) == set(STAGES)
     assert all(0 <= ms["p95"] and 0 <= ms["mean"] for ms in summary.stage_ms.values())
-    assert summary.stage_ms["inference"]["mean"] > 0 and summary.stage_ms["knn"]["mean"] > 0
+    assert summary.stage_ms["inference"]["mean"] > 0 and summary.stage_ms["head"]["mean"] > 0
     assert all(sink.closed for sink in sinks)
 
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]

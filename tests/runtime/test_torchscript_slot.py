@@ -65,5 +65,5 @@ def test_cuda_streams_match_the_synchronous_path(tiny_trained, streams):
     images = np.concatenate([art.load_npy("parity_images.npy")] * 5)
     with Predictor(art, backend="torchscript", device="cuda", precision="fp32", tiling=False, streams=streams, max_batch=3) as p:
         expected = p.backend.infer(images)
-        got = p.infer(images)
+        got = p.infer(images)["features"]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
