@@ -32,3 +32,17 @@ def test_imports_point_one_way(folder):
             if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN[folder]):
                 offenders.append(f"{path.relative_to(REPO)} imports {name}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists packages by hand (package-dir mapping): a new subpackage must be listed or wheels lack it."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    roots = {"edgead": "edgead", "kit": "edgead.kit", "export": "edgead.export", "runtime": "edgead.runtime"}
+    found = {
+        ".".join([roots[folder], *init.parent.relative_to(REPO / folder).parts])
+        for folder in roots
+        for init in (REPO / folder).rglob("__init__.py")
+    }
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
