@@ -85,6 +85,7 @@ TRAIN_FLAGS = {
     "backbone": "--backbone", "image_size_px": "--image-size", "coreset_fraction": "--coreset", "coreset_count": "--coreset",
     "k": "--k", "feature_dim": "--feature-dim", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
+    "epochs": "--epochs",
 }
 
 
@@ -111,14 +112,21 @@ def _methods() -> list[str]:
 @click.option("--blur-sigma", "blur_sigma_px", type=float, default=None, help="Gaussian smoothing of the anomaly map, in pixels (default 4).")
 @click.option("--batch-size", type=int, default=None, help="Images per batch (default 8).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")
+@click.option("--device", default="cpu", show_default=True, help="Where training runs: cpu, cuda or cuda:N.")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option
-def train(data_dir, method, out, weights, quiet, coreset, **options):
+def train(data_dir, method, out, weights, device, resume, quiet, coreset, **options):
     """Train a detector on the good images of DATA_DIR (an MVTec AD category or a folder of good images)."""
     from edgead.config import parse_coreset
     from edgead.kit.detectors import build_config, get_detector
     from edgead.runtime.datasets import open_dataset
 
+    from edgead.kit.training import checkpoint_path_for
+
     detector = get_detector(method)
+    if resume and not detector.resumable:
+        raise ConfigError(f"--resume does not apply to --method {method}: it trains in one pass, with nothing to resume")
     if options.get("feature_dim") is None and options.get("backbone") == "wide_resnet50_2":
         options["feature_dim"] = 1024
     if coreset is not None:
@@ -128,8 +136,20 @@ def train(data_dir, method, out, weights, quiet, coreset, **options):
     from edgead.export.bundle import write_trained
     from edgead.workspace import remember_model
 
-    trained = detector.fit(dataset.train, config, weights=Path(weights) if weights else None, progress=_progress(quiet))
+    checkpoint = checkpoint_path_for(out)
+    try:
+        trained = detector.fit(
+            dataset.train, config, weights=Path(weights) if weights else None, progress=_progress(quiet),
+            device=device, checkpoint=checkpoint, resume=Path(resume) if resume else None,
+        )
+    except KeyboardInterrupt:
+        if detector.resumable and checkpoint.is_file():
+            click.echo(f"interrupted; continue with the same command and --resume {checkpoint}", err=True)
+            sys.exit(130)
+        raise
     path, manifest = write_trained(trained, Path(out))
+    if detector.resumable:
+        checkpoint.unlink(missing_ok=True)  # the model is written: the run is finished
 
     remember_model(path)
     click.echo(f"trained {method} on {len(dataset.train)} good images of {data_dir} ({dataset.layout} layout)")

@@ -2,7 +2,10 @@
 
 A detector module (kit/<detector>.py) defines `DETECTOR`, an object with:
 - `name`, and `config_class`: a frozen dataclass whose fields are the CLI options of `edgead train`;
-- `fit(train_paths, config, *, weights=None, progress=...)` -> a trained detector with
+- `resumable`: whether it trains in epochs that `--resume` can continue;
+- `fit(train_paths, config, *, weights=None, progress=..., device="cpu", checkpoint=None, resume=None)`
+  (`checkpoint`: where to write the training checkpoint after each epoch; `resume`: one to continue)
+  -> a trained detector with
   `config`, `graphs` (eager torch modules by graph name, in eval mode, as listed under the manifest's
   `graphs`), `parity_images` ((N, H, W, 3) uint8 at the input size: good images that engines are checked
   on), `artifact_parts()` -> (manifest, members) without engines, and `summary(manifest)` -> lines

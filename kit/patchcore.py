@@ -95,7 +95,8 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
         for start in range(0, len(paths), config.batch_size):
             images = [read_image(p) for p in paths[start : start + config.batch_size]]
             batch = prepare_batch(images, size, tiling)
-            yield batch, model(torch.from_numpy(batch.images)).numpy()
+            device = next(model.parameters()).device
+            yield batch, model(torch.from_numpy(batch.images).to(device)).cpu().numpy()
             advance(len(images))
 
 
@@ -114,14 +115,21 @@ def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[
 
 
 def fit_patchcore(
-    train_paths: Sequence[Path], config: PatchCoreConfig, weights: Path | None = None, progress: Progress = silent_progress
+    train_paths: Sequence[Path],
+    config: PatchCoreConfig,
+    weights: Path | None = None,
+    progress: Progress = silent_progress,
+    device: str = "cpu",
 ) -> TrainedPatchCore:
-    """Train on good images: extract, subsample into the bank, calibrate on held-out images."""
+    """Train on good images: extract (on `device`), subsample into the bank, calibrate on held-out images."""
+    from edgead.kit.training import resolve_device
+
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    model = build_feature_model(config, weights=weights)
+    model = build_feature_model(config, weights=weights).to(resolve_device(device))
     bank_paths, holdout_paths = split_holdout(train_paths, config)
     features = extract_features(model, bank_paths, config, progress, "features")
+    model.cpu()  # the artifact's weights and the calibration's eager backend are on the CPU
     n, channels, h, w = features.shape
     flat = features.transpose(0, 2, 3, 1).reshape(-1, channels)
     extracted = time.perf_counter()
@@ -245,8 +253,13 @@ class PatchCoreDetector:
     name = "patchcore"
     config_class = PatchCoreConfig
 
-    def fit(self, train_paths: Sequence[Path], config: PatchCoreConfig, *, weights: Path | None = None, progress: Progress = silent_progress) -> TrainedPatchCore:
-        return fit_patchcore(train_paths, config, weights=weights, progress=progress)
+    resumable = False  # one pass, no epochs: nothing to resume
+
+    def fit(
+        self, train_paths: Sequence[Path], config: PatchCoreConfig, *, weights: Path | None = None, progress: Progress = silent_progress,
+        device: str = "cpu", checkpoint: Path | None = None, resume: Path | None = None,
+    ) -> TrainedPatchCore:
+        return fit_patchcore(train_paths, config, weights=weights, progress=progress, device=device)
 
     def load_graphs(self, artifact: Artifact) -> dict[str, PatchFeatureModel]:
         return {MAIN_GRAPH: load_feature_model(artifact)}

@@ -102,8 +102,9 @@ class FakeTrained:
 class FakeDetector:
     name = "fake"
     config_class = FakeConfig
+    resumable = False
 
-    def fit(self, train_paths, config, *, weights=None, progress=None):
+    def fit(self, train_paths, config, *, weights=None, progress=None, device="cpu", checkpoint=None, resume=None):
         from edgead.kit.eager import score_good_images
         from edgead.runtime.images import read_image
         from edgead.runtime.postprocess import calibrate
@@ -223,3 +224,14 @@ def test_an_in_memory_artifact_without_the_head_section_is_refused():
 
     with pytest.raises(ArtifactError, match="'head'"):
         heads.open_head(Artifact(__import__("pathlib").Path("x"), {"graphs": {}}, {}))
+
+
+def test_resume_of_a_one_pass_method_is_an_error(tiny_data_root, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(tiny_data_root), "--resume", str(tmp_path / "x.ckpt"), "--out", str(tmp_path / "m.edgead")])
+    assert result.exit_code == 2 and "--resume does not apply to --method patchcore" in result.stderr
+
+
+@pytest.mark.parametrize("device", ["gpu", "foo"])
+def test_train_on_an_unknown_device_is_an_error(tiny_data_root, tmp_path, device):
+    result = CliRunner().invoke(main, ["train", str(tiny_data_root), "--device", device, "--out", str(tmp_path / "m.edgead")])
+    assert result.exit_code == 2 and "is not a device" in result.stderr
