@@ -85,16 +85,25 @@ def _torch_unavailable() -> str | None:
 
 
 def _build_onnx(source: ModelSource, options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
-    from edgead.export.onnx import OPSET, export_onnx
+    from edgead.export.onnx import OPSET
 
     if options.precision == "int8":  # quantized from the FP32 graph: needs no torch
         from edgead.export.onnx_int8 import quantize_onnx
 
         images = options.calibration_images
         return quantize_onnx(source.onnx_graph(), images), {"opset": OPSET, "quantization": "static QDQ, per-channel int8 weights", "calibration_images": 0 if images is None else len(images)}
+    if options.precision == "fp16":  # precision carried in the graph, converted from the FP32 graph: needs no torch
+        from edgead.export.onnx_fp16 import precision_summary, to_fp16
+
+        data = to_fp16(source.onnx_graph())
+        return data, {"opset": OPSET, "nodes_by_precision": precision_summary(data)}
     import torch
 
-    return export_onnx(source.require_model("ONNX"), spec=source.spec), {"opset": OPSET, "torch_version": torch.__version__}
+    from edgead.export.onnx import export_onnx_graph
+
+    graph = export_onnx_graph(source.require_model("ONNX"), spec=source.spec)
+    extra = {"opset": OPSET, "torch_version": torch.__version__, "exporter": graph.exporter}
+    return graph.data, {**extra, "exporter_fallback_reason": graph.fallback_reason} if graph.fallback_reason else extra
 
 
 def _build_torchscript(source: ModelSource, options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
@@ -134,8 +143,8 @@ def _tensorrt_unavailable() -> str | None:
 
 FORMATS: dict[str, EngineFormat] = {
     "tensorrt": EngineFormat("tensorrt", "tensorrt", PRECISIONS, "plan", _build_tensorrt, _tensorrt_unavailable),
-    # ONNX FP32 is the portable source from which TensorRT builds its FP16/INT8 engines; ONNX INT8 is for CPUs
-    "onnx": EngineFormat("onnx", "onnxruntime", ("fp32", "int8"), "onnx", _build_onnx, _torch_unavailable),
+    # ONNX FP32 is the source of every other graph; FP16 carries its precision in the graph (CUDA, TensorRT); INT8 is for CPUs
+    "onnx": EngineFormat("onnx", "onnxruntime", PRECISIONS, "onnx", _build_onnx, _torch_unavailable),
     "torchscript": EngineFormat("torchscript", "torchscript", ("fp32", "fp16"), "ts", _build_torchscript, _torch_unavailable),
 }
 
@@ -154,10 +163,7 @@ def choose_formats(format_name: str | None, precision: str) -> tuple[list[Engine
     if format_name in FORMATS:
         fmt = FORMATS[format_name]
         if precision not in fmt.precisions:
-            raise ConfigError(
-                f"{fmt.name} is exported in {'/'.join(fmt.precisions)} only, not {precision}"
-                + ("; TensorRT builds FP16 engines from it: use --format tensorrt" if fmt.name == "onnx" else "")
-            )
+            raise ConfigError(f"{fmt.name} is exported in {'/'.join(fmt.precisions)} only, not {precision}")
         reason = fmt.unavailable()
         if reason:
             raise ConfigError(f"cannot build {fmt.name} here: {reason}")
@@ -181,7 +187,7 @@ def choose_formats(format_name: str | None, precision: str) -> tuple[list[Engine
     if precision == "int8" and all(f.name != "tensorrt" for f in chosen):
         notes.append("INT8 here is ONNX Runtime's static quantization, for CPUs; TensorRT INT8 engines are built on the device.")
     if precision == "fp16" and any(f.name == "onnx" for f in chosen):
-        notes.append("ONNX is exported in FP32, the source from which TensorRT builds FP16 engines.")
+        notes.append("ONNX FP16 runs fast on CUDA (onnxruntime-gpu); ONNX Runtime's CPU provider computes it in FP32 and is slower than the FP32 graph there.")
     return chosen, notes
 
 
