@@ -1,19 +1,19 @@
-"""TensorRT backend: deserialise the artifact's engine and run it on CUDA streams (TensorRT 10 name-based API).
+"""TensorRT backend: deserialise the artifact's engine and run it on CUDA streams (name-based API of TensorRT 10 and 11).
 
 Three layers, so that a stream scheduler can run several batches at once:
 `TensorRTEngine` (runtime + engine + I/O description, one per model), `TensorRTSlot` (an execution context
 with its own stream, pinned host and device buffers; `submit` enqueues, `wait` collects) and
-`TensorRTBackend` (the ladder's backend: one slot, used synchronously). tensorrt and cuda-python are
-imported only when one of these is created.
+`TensorRTBackend` (the ladder's backend: one slot, used synchronously). An engine has any number of named
+inputs and outputs of any dtype numpy holds (uint8 images, int64 codes, float16/float32 tensors), all
+with the batch first; names, shapes and dtypes come from the engine itself. One output comes back as an
+array, several as a tuple in the engine's order. tensorrt and cuda-python are imported only when one of
+these is created.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,116 +23,31 @@ from edgead.artifact import Artifact
 from edgead.errors import BackendError, DataError
 from edgead.runtime import cuda
 from edgead.runtime.backends.base import Backend
-
-log = logging.getLogger("edgead.tensorrt")
-
-
-def import_tensorrt() -> Any:
-    return cuda.import_optional(("tensorrt",), "tensorrt")
-
-
-def version_triple(version: str) -> tuple[int, int, int]:
-    """(major, minor, patch) of a TensorRT version string such as '10.3.0.30' or '10.0.1'."""
-    match = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", str(version))
-    if match is None:
-        raise BackendError(f"cannot read TensorRT version {version!r}")
-    return int(match[1]), int(match[2]), int(match[3] or 0)
-
-
-def check_engine_compat(entry: dict[str, Any], trt_version: str, compute_capability: str) -> None:
-    """Refuse an engine built by another TensorRT release or for another GPU architecture.
-
-    Serialised engines are tied to the TensorRT release that built them; we compare major.minor.patch
-    (a differing build number inside one patch release is left to TensorRT's own check at deserialisation,
-    whose messages we report). `compute_capability` is like 'sm_87'.
-    """
-    member, precision = entry.get("member", "the TensorRT engine"), entry.get("precision", "fp16")
-    rebuild = f"rebuild it here with `edgead export --engine {precision}`"
-    built_version, built_cc = entry.get("tensorrt_version"), entry.get("compute_capability")
-    if not built_version or not built_cc:
-        raise BackendError(f"{member} does not record the TensorRT version and GPU it was built for; {rebuild}")
-    if version_triple(built_version) != version_triple(trt_version) or built_cc != compute_capability:
-        raise BackendError(
-            f"{member} was built for TensorRT {built_version} on {built_cc}; "
-            f"this device has TensorRT {trt_version} on {compute_capability} — {rebuild}"
-        )
-
-
-class LogCapture:
-    """TensorRT's warnings and errors: sent to logging, and collected by `capture()` blocks."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sinks: list[list[str]] = []
-
-    def record(self, severity: str, message: str) -> None:
-        (log.error if severity.endswith("error") else log.warning)("TensorRT %s: %s", severity, message)
-        with self._lock:
-            for sink in self._sinks:
-                sink.append(f"{severity}: {message}")
-
-    @contextmanager
-    def capture(self) -> Iterator[list[str]]:
-        """Yield a list that fills with the messages logged until the block ends."""
-        sink: list[str] = []
-        with self._lock:
-            self._sinks.append(sink)
-        try:
-            yield sink
-        finally:
-            with self._lock:
-                self._sinks = [s for s in self._sinks if s is not sink]
-
-
-def describe_messages(messages: list[str], limit: int = 12) -> str:
-    if not messages:
-        return "TensorRT logged no warning or error"
-    shown = messages[-limit:]
-    return "TensorRT said:\n  " + "\n  ".join(shown) + (f"\n  (and {len(messages) - limit} earlier)" if len(messages) > limit else "")
-
-
-_LOGGER: Any = None
-
-
-def tensorrt_logger() -> Any:
-    """The process-wide `CapturingLogger(trt.ILogger)`; one logger for every Builder and Runtime, as TensorRT expects."""
-    global _LOGGER
-    if _LOGGER is None:
-        trt = import_tensorrt()
-        kept = {
-            trt.ILogger.Severity.INTERNAL_ERROR: "internal error",
-            trt.ILogger.Severity.ERROR: "error",
-            trt.ILogger.Severity.WARNING: "warning",
-        }
-
-        class CapturingLogger(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)  # the binding's trampoline needs its base initialised explicitly
-                self.records = LogCapture()
-
-            def log(self, severity: Any, msg: str) -> None:
-                name = kept.get(severity)
-                if name is not None:
-                    self.records.record(name, msg)
-
-            def capture(self):
-                return self.records.capture()
-
-        _LOGGER = CapturingLogger()
-    return _LOGGER
-
+from edgead.runtime.backends.tensorrt_common import (  # noqa: F401  (re-exported: the builder and tests use them here)
+    LogCapture,
+    check_engine_compat,
+    describe_messages,
+    import_tensorrt,
+    tensorrt_logger,
+    tensorrt_major,
+    version_triple,
+)
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One engine I/O tensor: `shape` has -1 for the dynamic batch."""
+    """One engine I/O tensor: `shape` has -1 for the dynamic batch (axis 0)."""
 
     name: str
     dtype: np.dtype
     shape: tuple[int, ...]
 
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.shape[1:])
+
 
 class TensorRTEngine:
-    """A deserialised engine with one uint8 (N, H, W, 3) input and one float (N, C, h, w) output."""
+    """A deserialised engine: its inputs and outputs (engine order) and the batch range of its profile."""
 
     def __init__(self, data: bytes, name: str = "engine") -> None:
         self.trt = trt = import_tensorrt()
@@ -146,26 +61,33 @@ class TensorRTEngine:
         inputs, outputs = [], []
         for index in range(self.engine.num_io_tensors):
             tensor = self.engine.get_tensor_name(index)
-            spec = TensorSpec(tensor, self._numpy_dtype(tensor), tuple(self.engine.get_tensor_shape(tensor)))
+            spec = TensorSpec(tensor, self._numpy_dtype(tensor), tuple(int(d) for d in self.engine.get_tensor_shape(tensor)))
             (inputs if self.engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT else outputs).append(spec)
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise BackendError(f"{name} has inputs {[s.name for s in inputs]} and outputs {[s.name for s in outputs]}; edgead engines have one of each")
-        self.input, self.output = inputs[0], outputs[0]
-        if self.input.dtype != np.uint8 or len(self.input.shape) != 4 or self.input.shape[3] != 3:
-            raise BackendError(f"{name} takes {self.input.dtype} {self.input.shape}, not uint8 (N, H, W, 3); re-export it with this edgead")
-        if self.input.shape[0] >= 0:  # a static batch
-            self.batch_range = (self.input.shape[0],) * 3
+        if not inputs or not outputs:
+            raise BackendError(f"{name} has inputs {[s.name for s in inputs]} and outputs {[s.name for s in outputs]}; it needs at least one of each")
+        for spec in inputs:
+            if not spec.shape or any(d < 0 for d in spec.shape[1:]):
+                raise BackendError(f"{name}: input {spec.name!r} has shape {spec.shape}; edgead engines have a batch axis first and fixed other axes")
+        self.inputs, self.outputs = tuple(inputs), tuple(outputs)
+        first = self.inputs[0]
+        if first.shape[0] >= 0:  # a static batch
+            self.batch_range = (first.shape[0],) * 3
         else:
-            profile = self.engine.get_tensor_profile_shape(self.input.name, 0)  # [min, opt, max] shapes
+            profile = self.engine.get_tensor_profile_shape(first.name, 0)  # [min, opt, max] shapes
             self.batch_range = tuple(int(tuple(shape)[0]) for shape in profile)
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
 
     @property
     def max_batch(self) -> int:
         return int(self.batch_range[2])
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(int(d) for d in self.input.shape[1:])
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one item of the first input: (H, W, 3) for an image graph."""
+        return self.inputs[0].item_shape
 
     def _numpy_dtype(self, tensor: str) -> np.dtype:
         dtype = self.engine.get_tensor_dtype(tensor)
@@ -186,78 +108,128 @@ class TensorRTEngine:
         self.runtime = None
 
 
-class TensorRTSlot:
-    """An execution context with its own stream and buffers for up to `max_batch` images.
+def _as_inputs(engine: TensorRTEngine, arrays: Sequence[Any]) -> list[np.ndarray]:
+    """Positional arrays in the engine's input order, or one mapping by input name -> checked contiguous arrays."""
+    if len(arrays) == 1 and isinstance(arrays[0], Mapping):
+        given = arrays[0]
+        missing = [s.name for s in engine.inputs if s.name not in given]
+        if missing or len(given) != len(engine.inputs):
+            raise DataError(f"{engine.name} takes inputs {[s.name for s in engine.inputs]}, not {sorted(given)}")
+        arrays = [given[s.name] for s in engine.inputs]
+    if len(arrays) != len(engine.inputs):
+        raise DataError(f"{engine.name} takes {len(engine.inputs)} inputs ({', '.join(s.name for s in engine.inputs)}), not {len(arrays)}")
+    checked = []
+    for spec, array in zip(engine.inputs, arrays):
+        array = np.asarray(array)
+        if array.ndim != len(spec.shape) or array.shape[1:] != spec.item_shape:
+            raise DataError(f"{engine.name}: input {spec.name!r} takes (N, {', '.join(map(str, spec.item_shape))}), not {array.shape}")
+        if array.dtype != spec.dtype and not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+            raise DataError(f"{engine.name}: input {spec.name!r} takes {spec.dtype}, not {array.dtype}")
+        checked.append(np.ascontiguousarray(array, dtype=spec.dtype))
+    if len({a.shape[0] for a in checked}) != 1:
+        raise DataError(f"{engine.name}: the inputs have different batch sizes {[a.shape[0] for a in checked]}")
+    return checked
 
-    submit(images) enqueues copy-in, inference and copy-out and records an event without waiting;
-    wait() blocks on that event and returns float32 (N, C, h, w). One batch in flight per slot.
+
+def _host_dtype(dtype: np.dtype) -> np.dtype:
+    """What an output is handed back as: float32 for any floating-point tensor (the heads score in FP32)."""
+    return np.dtype(np.float32) if np.issubdtype(dtype, np.floating) else np.dtype(dtype)
+
+
+def _result(arrays: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
+    return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+
+class TensorRTSlot:
+    """An execution context with its own stream and buffers for up to `max_batch` items of every input.
+
+    submit(*inputs) enqueues copy-in, inference and copy-out and records an event without waiting;
+    wait() blocks on that event and returns the outputs (an array, or a tuple for several). Floating-point
+    outputs come back as float32, others in their own dtype. One batch in flight per slot.
     """
 
     def __init__(self, engine: TensorRTEngine, max_batch: int | None = None) -> None:
         self.engine = engine
         self.max_batch = min(engine.max_batch, max_batch or engine.max_batch)
         self.context: Any = None
-        self.stream = self.host_in = self.host_out = self.device_in = self.device_out = None
-        self.started = self.finished = None
-        self._pending: tuple[int, tuple[int, ...]] | None = None
+        self.stream = self.started = self.finished = None
+        self.host: dict[str, Any] = {}
+        self.device: dict[str, Any] = {}
+        self._pending: tuple[int, list[tuple[int, ...]]] | None = None
         self._closed = False
         try:
             self.context = engine.create_context()
-            full = (self.max_batch, *engine.image_shape)
-            self._set_input_shape(full)
-            out_shape = tuple(int(d) for d in self.context.get_tensor_shape(engine.output.name))
+            self._set_input_shapes(self.max_batch)
             self.stream, self.started, self.finished = cuda.Stream(), cuda.Event(), cuda.Event()
-            self.host_in = cuda.PinnedBuffer(full, np.uint8)
-            self.host_out = cuda.PinnedBuffer(out_shape, engine.output.dtype)
-            self.device_in = cuda.DeviceBuffer(self.host_in.nbytes)
-            self.device_out = cuda.DeviceBuffer(self.host_out.nbytes)
+            for spec in [*engine.inputs, *engine.outputs]:
+                shape = self._shape(spec)
+                self.host[spec.name] = cuda.PinnedBuffer(shape, spec.dtype)
+                self.device[spec.name] = cuda.DeviceBuffer(self.host[spec.name].nbytes)
         except BaseException as exc:
             self._release(pending=exc)
             raise
-        self.item_shape = out_shape[1:]
+        self.output_item_shapes = [self._shape(spec)[1:] for spec in engine.outputs]
+        self.item_shape = self.output_item_shapes[0]
 
-    def _set_input_shape(self, shape: tuple[int, ...]) -> None:
-        if not self.context.set_input_shape(self.engine.input.name, shape):
-            low, _, high = self.engine.batch_range
-            raise BackendError(f"{self.engine.name} refused input shape {shape}; its profile allows batches {low}..{high}")
+    def _shape(self, spec: TensorSpec) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.context.get_tensor_shape(spec.name))
 
-    def submit(self, images: np.ndarray) -> None:
-        """Enqueue inference on uint8 (n, H, W, 3) with n <= max_batch; returns at once."""
+    def _set_input_shapes(self, batch: int) -> None:
+        for spec in self.engine.inputs:
+            shape = (batch, *spec.item_shape)
+            if not self.context.set_input_shape(spec.name, shape):
+                low, _, high = self.engine.batch_range
+                raise BackendError(f"{self.engine.name} refused input shape {shape} for {spec.name!r}; its profile allows batches {low}..{high}")
+
+    def submit(self, *inputs: Any) -> None:
+        """Enqueue inference on a batch of n <= max_batch items (arrays in input order, or a dict by name); returns at once."""
         if self._pending is not None:
             raise RuntimeError("this slot already has a batch in flight; wait() for it first")
-        n = images.shape[0]
-        if images.dtype != np.uint8 or not 0 < n <= self.max_batch or images.shape[1:] != self.engine.image_shape:
-            raise DataError(f"a slot takes 1..{self.max_batch} uint8 images of {self.engine.image_shape}, not {images.dtype} {images.shape}")
-        host_in = self.host_in.array[:n]
-        np.copyto(host_in, images)  # staging in pinned memory lets the copy-in run asynchronously
-        self._set_input_shape((n, *self.engine.image_shape))
-        out_shape = tuple(int(d) for d in self.context.get_tensor_shape(self.engine.output.name))
-        for spec, buffer in ((self.engine.input, self.device_in), (self.engine.output, self.device_out)):
-            if not self.context.set_tensor_address(spec.name, buffer.ptr):
+        arrays = _as_inputs(self.engine, inputs)
+        n = arrays[0].shape[0]
+        if not 0 < n <= self.max_batch:
+            raise DataError(f"a slot takes batches of 1..{self.max_batch}, not {n}")
+        staged = []
+        for spec, array in zip(self.engine.inputs, arrays):
+            host = self.host[spec.name].array[:n]
+            np.copyto(host, array)  # staging in pinned memory lets the copy-in run asynchronously
+            staged.append((spec, host))
+        self._set_input_shapes(n)
+        out_shapes = [self._shape(spec) for spec in self.engine.outputs]
+        for spec in [*self.engine.inputs, *self.engine.outputs]:
+            if not self.context.set_tensor_address(spec.name, self.device[spec.name].ptr):
                 raise BackendError(f"TensorRT refused the device address for tensor {spec.name!r}")
         self.started.record(self.stream)
-        cuda.copy_htod_async(self.device_in.ptr, host_in, self.stream)
+        for spec, host in staged:
+            cuda.copy_htod_async(self.device[spec.name].ptr, host, self.stream)
         with self.engine.logger.capture() as messages:
             ok = self.context.execute_async_v3(self.stream.handle)
         if not ok:
             self.stream.synchronize()  # let the copy-in finish before the caller reuses the buffers
             raise BackendError(f"TensorRT could not enqueue {self.engine.name}. {describe_messages(messages)}")
-        cuda.copy_dtoh_async(self.host_out.array[:n], self.device_out.ptr, self.stream)
+        for spec, shape in zip(self.engine.outputs, out_shapes):
+            count = int(np.prod(shape, dtype=np.int64))
+            cuda.copy_dtoh_async(self.host[spec.name].array.reshape(-1)[:count], self.device[spec.name].ptr, self.stream)
         self.finished.record(self.stream)
-        self._pending = (n, out_shape)
+        self._pending = (n, out_shapes)
 
     def ready(self) -> bool:
         """True when the submitted batch has finished (or nothing is in flight); never blocks."""
         return self._pending is None or self.finished.done()
 
-    def wait(self) -> np.ndarray:
-        """Block until the submitted batch is done; its features as float32 (n, C, h, w), a copy."""
+    def wait(self) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Block until the submitted batch is done; its outputs as copies (float32 for floating-point ones)."""
         if self._pending is None:
             raise RuntimeError("nothing was submitted to this slot")
-        n, out_shape = self._pending
+        n, out_shapes = self._pending
         self._pending = None
         self.finished.synchronize()
-        return self.host_out.array[:n].reshape(out_shape).astype(np.float32, copy=True)
+        results = []
+        for spec, shape in zip(self.engine.outputs, out_shapes):
+            count = int(np.prod(shape, dtype=np.int64))
+            flat = self.host[spec.name].array.reshape(-1)[:count]
+            results.append(flat.reshape(shape).astype(_host_dtype(spec.dtype), copy=True))
+        return _result(results)
 
     def gpu_ms(self) -> float:
         """GPU time of the last waited batch, copy-in to copy-out, in milliseconds."""
@@ -266,7 +238,8 @@ class TensorRTSlot:
     def _release(self, pending: BaseException | None = None) -> None:
         in_flight = self._pending is not None and self.stream is not None
         self._pending, self.context = None, None
-        resources = [self.device_out, self.device_in, self.host_out, self.host_in, self.finished, self.started, self.stream]
+        buffers = [b for name in self.host for b in (self.device.get(name), self.host.get(name))]
+        resources = [*buffers, self.finished, self.started, self.stream]
         # closed in reverse: an unfinished batch is waited for before its buffers are freed
         cuda.close_all(resources + ([self.stream.synchronize] if in_flight else []), pending=pending)
 
@@ -290,7 +263,7 @@ def _device_index(device: str) -> int:
 
 
 class TensorRTBackend(Backend):
-    """uint8 (N, H, W, 3) -> float32 (N, C, h, w) through a TensorRT engine, in chunks of the engine's max batch."""
+    """The artifact's engine on one CUDA slot: uint8 (N, H, W, 3) -> float32 (N, C, h, w) for the feature graph."""
 
     name = "tensorrt"
 
@@ -315,18 +288,24 @@ class TensorRTBackend(Backend):
             cuda.close_all([self.trt_engine, self.slot], pending=exc)
             raise
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        shape = self.trt_engine.image_shape
-        if images.ndim != 4 or images.shape[1:] != shape:
-            raise DataError(f"TensorRT engine {self.engine['member']} takes (N, {', '.join(map(str, shape))}) images, not {images.shape}")
-        if images.shape[0] == 0:
-            return np.empty((0, *self.slot.item_shape), np.float32)
+    def infer(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """A batch of any size (arrays in input order, or a dict by name), in chunks of the engine's max batch.
+
+        One output: an array (float32 for floating-point outputs); several: a tuple in the engine's order.
+        """
+        arrays = _as_inputs(self.trt_engine, inputs)
+        n = arrays[0].shape[0]
+        if n == 0:
+            specs = zip(self.trt_engine.outputs, self.slot.output_item_shapes)
+            return _result([np.empty((0, *shape), _host_dtype(spec.dtype)) for spec, shape in specs])
         chunks = []
-        for start in range(0, images.shape[0], self.slot.max_batch):
-            self.slot.submit(images[start : start + self.slot.max_batch])
-            chunks.append(self.slot.wait())
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        for start in range(0, n, self.slot.max_batch):
+            self.slot.submit(*[a[start : start + self.slot.max_batch] for a in arrays])
+            got = self.slot.wait()
+            chunks.append(got if isinstance(got, tuple) else (got,))
+        if len(chunks) == 1:
+            return _result(list(chunks[0]))
+        return _result([np.concatenate(parts) for parts in zip(*chunks)])
 
     def create_slot(self, max_batch: int) -> TensorRTSlot:
         """Another slot (its own execution context, stream, pinned and device buffers) for the patch scheduler."""
