@@ -268,7 +268,8 @@ def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int
 @click.option("--check", "check_dir", type=click.Path(file_okay=False), default=None, help="Also compare image AUROC per format on this labelled dataset.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Engine, timing and calibration caches (default ~/.cache/edgead).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the model with its engines here (default: update --model in place, atomically).")
-def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out):
+@click.option("--int8-calibrator", is_flag=True, help="TensorRT 10 only: INT8 by TensorRT's entropy calibrator instead of the Q/DQ graph.")
+def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator):
     """Build engines (TensorRT, ONNX, TorchScript) into the model and check each against the eager model."""
     import os
 
@@ -280,7 +281,7 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     cache = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgead"
     result = export_model(
         resolve_model(model), precision, format_name, Path(out) if out else None, _batch_profile(batch, batch_range),
-        workspace_mb, calib_dir, check_dir, cache,
+        workspace_mb, calib_dir, check_dir, cache, "calibrator" if int8_calibrator else "qdq",
     )
     for note in result.notes:
         click.echo(f"note: {note}")

@@ -25,6 +25,7 @@ class ExportOptions:
     workspace_mb: int = 1024
     calibration_images: np.ndarray | None = None
     cache_dir: Path | None = None
+    int8_mode: str = "qdq"  # TensorRT INT8: "qdq" (explicit, TensorRT 10 and 11) or "calibrator" (TensorRT 10 only)
 
 
 @dataclass
@@ -120,7 +121,9 @@ def _build_tensorrt(source: ModelSource, options: ExportOptions) -> tuple[bytes,
     from edgead.export.tensorrt import build_engine
 
     cache = options.cache_dir
-    size = source.image_hw
+    first = source.spec.inputs[0].shape
+    # the builder takes any named inputs; an image graph's (H, W) is also checked and names the calibration cache
+    size = source.image_hw if len(source.spec.inputs) == 1 and len(first) == 4 and first[3] == 3 else None
     built = build_engine(
         source.onnx_graph(),
         options.precision,
@@ -128,9 +131,10 @@ def _build_tensorrt(source: ModelSource, options: ExportOptions) -> tuple[bytes,
         batch_profile=options.batch_profile,
         workspace_mb=options.workspace_mb,
         calibration_images=options.calibration_images,
-        calibration_cache=cache / f"calibration-{size[0]}x{size[1]}.cache" if cache else None,
+        calibration_cache=cache / (f"calibration-{size[0]}x{size[1]}.cache" if size else f"calibration-{source.spec.name}.cache") if cache else None,
         timing_cache=cache / "timing.cache" if cache else None,
         engine_cache_dir=cache / "engines" if cache else None,
+        int8_mode=options.int8_mode,
     )
     return built.data, dict(built.info)
 

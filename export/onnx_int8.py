@@ -1,7 +1,9 @@
-"""ONNX INT8 for CPUs: static QDQ quantization with ONNX Runtime, calibrated on good images.
+"""INT8 Q/DQ graphs: static QDQ quantization with ONNX Runtime, calibrated on good images.
 
-Weights per channel (int8), activations per tensor (uint8) with ranges from the calibration images.
-The graph keeps its uint8 NHWC input; TensorRT INT8 engines are built from the FP32 graph instead.
+Weights per channel (int8), activations per tensor with ranges from the calibration images. Two flavours:
+for ONNX Runtime on CPUs, uint8 activations with a zero point (x86's fast U8S8 kernels); for TensorRT,
+symmetric int8 activations (zero point 0), the only scheme TensorRT reads: its INT8 engines (TensorRT 10
+and 11, strongly typed) are built from that graph. The graph keeps its uint8 NHWC input.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import numpy as np
 from edgead.errors import ConfigError, DependencyError, EdgeADError
 
 
-def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, input_name: str = "images") -> bytes:
-    """FP32 ONNX bytes -> INT8 (QDQ) ONNX bytes; calibration_images: uint8 (N, H, W, 3) good images."""
+def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, input_name: str = "images", symmetric: bool = False) -> bytes:
+    """FP32 ONNX bytes -> INT8 (QDQ) ONNX bytes; calibration_images: uint8 (N, H, W, 3) good images.
+
+    symmetric: int8 activations with zero point 0 and float biases, as TensorRT requires (slower than uint8 on x86 CPUs).
+    """
     if calibration_images is None or len(calibration_images) == 0:
         raise ConfigError("ONNX INT8 needs calibration images: pass --calib DIR with good images")
     try:
@@ -43,7 +48,9 @@ def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, inpu
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared), str(target), Images(), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                # TensorRT: zero points 0, biases left in float (it has no int32 bias dequantization)
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False} if symmetric else {},
             )
         except Exception as exc:  # the quantizer raises many types; all mean the same to the user
             raise EdgeADError(f"ONNX Runtime could not quantize the graph to INT8: {exc}") from exc

@@ -77,6 +77,7 @@ def export_model(
     calib_dir: str | None = None,
     check_dir: str | None = None,
     cache_dir: Path | None = None,
+    int8_mode: str = "qdq",
 ) -> ExportResult:
     """Add engines to the model at `model_path` (or write a copy to `out`); the input file is replaced only on success."""
     artifact = read_artifact(model_path)
@@ -95,7 +96,7 @@ def export_model(
     images = artifact.load_npy(parity_info["member"])
     entries = []
     for fmt in formats:
-        options = ExportOptions(engine_precision(fmt, precision), batch_profile, workspace_mb, calibration, cache_dir)
+        options = ExportOptions(engine_precision(fmt, precision), batch_profile, workspace_mb, calibration, cache_dir, int8_mode)
         built = [add_engine(manifest, members, fmt, source, options) for source in sources.values()]
         parity = parity_report(in_memory(manifest, members), graphs, images, fmt.backend, options.precision)
         for entry in built:

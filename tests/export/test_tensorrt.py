@@ -97,7 +97,9 @@ def test_arguments_are_checked_before_tensorrt_is_needed(tmp_path):
         build_engine(b"onnx", "int8", (32, 32), batch_profile=(2, 4, 8), calibration_images=good[:1])
     cache = tmp_path / "calibration.cache"
     cache.write_bytes(b"scales")
-    _check_arguments("int8", (32, 32), (1, 8, 16), 1024, None, cache)  # an existing cache is enough
+    _check_arguments("int8", (32, 32), (1, 8, 16), 1024, None, cache, "calibrator")  # an existing cache is enough for the calibrator
+    with pytest.raises(ConfigError, match="INT8 needs calibration images"):
+        _check_arguments("int8", (32, 32), (1, 8, 16), 1024, None, cache)  # but not for the Q/DQ graph
     _check_arguments("int8", (32, 32), (1, 8, 16), 1024, good, None)
 
 
@@ -230,15 +232,31 @@ def test_engine_matches_onnx_runtime(tiny_onnx, images, tmp_path, precision, tol
     assert (tmp_path / "timing.cache").stat().st_size > 0
 
 
+def tensorrt_major_here():
+    from edgead.runtime.backends.tensorrt import import_tensorrt, tensorrt_major
+
+    return tensorrt_major(import_tensorrt().__version__)
+
+
+@needs_tensorrt
+def test_int8_from_the_qdq_graph(tiny_onnx, images):
+    calibration = np.random.default_rng(2).integers(0, 256, (16, *SIZE, 3), dtype=np.uint8)
+    built = build_engine(tiny_onnx, "int8", SIZE, PROFILE, calibration_images=calibration)
+    assert built.info["build_plan"]["graph"] == "int8-qdq" and built.info["build_plan"]["strongly_typed"]
+    assert relative_error(run_engine(built, images), reference(tiny_onnx, images)) < 0.15
+
+
 @needs_tensorrt
 def test_int8_calibrates_then_reuses_its_cache(tiny_onnx, images, tmp_path):
+    if tensorrt_major_here() >= 11:
+        pytest.skip("TensorRT 11 removed the INT8 calibrators")
     calibration = np.random.default_rng(2).integers(0, 256, (16, *SIZE, 3), dtype=np.uint8)
     cache = tmp_path / "calibration.cache"
-    built = build_engine(tiny_onnx, "int8", SIZE, PROFILE, calibration_images=calibration, calibration_cache=cache)
+    built = build_engine(tiny_onnx, "int8", SIZE, PROFILE, calibration_images=calibration, calibration_cache=cache, int8_mode="calibrator")
     assert cache.stat().st_size > 0 and built.info["calibration"] == {"images": 16, "batch": 2}
     want = reference(tiny_onnx, images)
     assert relative_error(run_engine(built, images), want) < 0.15
-    again = build_engine(tiny_onnx, "int8", SIZE, PROFILE, calibration_cache=cache)
+    again = build_engine(tiny_onnx, "int8", SIZE, PROFILE, calibration_cache=cache, int8_mode="calibrator")
     assert relative_error(run_engine(again, images), want) < 0.15
 
 
