@@ -45,6 +45,32 @@ def _gpu_lines() -> list[str]:
     return ["gpu            none found (no CUDA device visible to torch, no nvidia-smi)"]
 
 
+# what each execution provider means to edgead (ONNX Runtime's names)
+_PROVIDER_ROLES = {
+    "TensorrtExecutionProvider": "TensorRT (FP32/FP16 graphs on CUDA)",
+    "CUDAExecutionProvider": "CUDA (FP16 graph on the GPU)",
+    "CPUExecutionProvider": "CPU",
+}
+
+
+def _providers(ort: object) -> str:
+    """ONNX Runtime's providers, the ones edgead uses named for what they run; absent GPU ones said so."""
+    available = list(ort.get_available_providers())
+    shown = [f"{p} = {_PROVIDER_ROLES[p]}" if p in _PROVIDER_ROLES else p for p in available]
+    missing = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p not in available]
+    return ", ".join(shown) + (f" (no {' or '.join(missing)}: pip install onnxruntime-gpu on a CUDA machine)" if missing else "")
+
+
+def _tensorrt_text(version: str) -> str:
+    """The TensorRT version and what its major builds: 11 strongly typed only, 10 also the INT8 calibrator."""
+    major = version.split(".")[0]
+    if major == "10":
+        return f"{version} (TensorRT 10: strongly typed engines from the FP16/Q-DQ graphs; --int8-calibrator available)"
+    if major.isdigit() and int(major) >= 11:
+        return f"{version} (TensorRT {major}: strongly typed engines only, from the FP16/Q-DQ graphs; no INT8 calibrator)"
+    return f"{version} (edgead needs TensorRT 10 or later)"
+
+
 def report_lines() -> list[str]:
     """Human-readable lines: python, numpy, opencv, torch, onnx, onnxruntime, tensorrt, cuda-python, GPUs."""
     lines = [f"python         {platform.python_version()} ({platform.machine()})"]
@@ -53,11 +79,9 @@ def report_lines() -> list[str]:
     lines.append(_torch_line())
     lines.append(f"onnx           {_version('onnx')[1]}")
     ort, text = _version("onnxruntime")
-    if ort is not None:
-        text += f", providers: {', '.join(ort.get_available_providers())}"
-    lines.append(f"onnxruntime    {text}")
+    lines.append(f"onnxruntime    {text}" + (f", providers: {_providers(ort)}" if ort is not None else ""))
     trt, text = _version("tensorrt")
-    lines.append(f"tensorrt       {text}" + ("" if trt else " (engines are built on the device: see jetson/)"))
+    lines.append(f"tensorrt       {_tensorrt_text(text) if trt else text + ' (engines are built on the device: see jetson/)'}")
     bindings, text = _version("cuda.bindings")  # cuda-python 12.6+; older releases install `cuda` alone
     lines.append(f"cuda-python    {text if bindings else _version('cuda')[1]}")
     return lines + _gpu_lines()
