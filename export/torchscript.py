@@ -1,4 +1,8 @@
-"""TorchScript export: a traced graph that `torch.jit.load` runs without any edgead code."""
+"""TorchScript export: a traced graph that `torch.jit.load` runs without any edgead code.
+
+TorchScript is deprecated in PyTorch (warnings since 2.10; torch.export is its successor). It stays a format
+users can ask for, for torch-only deployments; its deprecation warnings are kept out of the user's output.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,9 @@ def export_torchscript(model: torch.nn.Module, size_px: tuple[int, int] | None =
         examples = tuple(x.half() if x.is_floating_point() else x for x in examples)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace/freeze/save, deprecated since torch 2.10
         traced = torch.jit.trace(model, examples, check_trace=False)
         traced = torch.jit.freeze(traced)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
     return buffer.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,9 @@ class TorchScriptBackend(Backend):
         if device.startswith("cuda") and not self.torch.cuda.is_available():
             raise BackendError("torch sees no CUDA device here; use --device cpu")
         try:
-            self.module = self.torch.jit.load(io.BytesIO(artifact.member(engine["member"])), map_location=device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated since torch 2.10
+                self.module = self.torch.jit.load(io.BytesIO(artifact.member(engine["member"])), map_location=device)
         except RuntimeError as exc:
             raise BackendError(f"torch.jit.load could not load {engine['member']}: {exc}") from exc
         self.module.eval()
