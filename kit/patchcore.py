@@ -18,9 +18,9 @@ from edgead.errors import DataError
 from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, graph_spec
 from edgead.progress import Progress, silent_progress
 from edgead.kit.backbones import build_backbone
+from edgead.kit.bank import fit_bank
 from edgead.kit.eager import score_good_images
 from edgead.kit.features import PatchFeatureModel
-from edgead.runtime.coreset import greedy_coreset
 from edgead.runtime.images import read_image
 from edgead.runtime.postprocess import calibrate
 from edgead.runtime.predictor import Tiling, prepare_batch
@@ -121,31 +121,34 @@ def fit_patchcore(
     progress: Progress = silent_progress,
     device: str = "cpu",
 ) -> TrainedPatchCore:
-    """Train on good images: extract (on `device`), subsample into the bank, calibrate on held-out images."""
+    """Train on good images: stream features (extracted on `device`) into the coreset bank, calibrate on held-out images.
+
+    Features never sit in one array: each batch goes to the streaming coreset (on the GPU with CuPy
+    when `device` is one), so memory stays at one sampler chunk plus the bank.
+    """
     from edgead.kit.training import resolve_device
 
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    model = build_feature_model(config, weights=weights).to(resolve_device(device))
+    device = resolve_device(device)
+    model = build_feature_model(config, weights=weights).to(device)
     bank_paths, holdout_paths = split_holdout(train_paths, config)
-    features = extract_features(model, bank_paths, config, progress, "features")
+    streamed = _feature_batches(model, bank_paths, config, progress, "features + coreset")
+    batches = ((len(batch.tiles) or len(batch.images), features) for batch, features in streamed)
+    fitted = fit_bank(
+        batches, len(bank_paths), config.coreset_fraction, config.coreset_count, config.projection_dim, config.seed,
+        str(device),
+    )
     model.cpu()  # the artifact's weights and the calibration's eager backend are on the CPU
-    n, channels, h, w = features.shape
-    flat = features.transpose(0, 2, 3, 1).reshape(-1, channels)
-    extracted = time.perf_counter()
-    target = config.coreset_target(flat.shape[0])
-    with progress("coreset", target) as advance:
-        coreset = greedy_coreset(flat, target, config.projection_dim, config.seed, advance)
-    bank = flat[coreset.indices].astype(np.float16)
     subsampled = time.perf_counter()
     trained = TrainedPatchCore(
         config=config,
         model=model,
-        bank=bank,
+        bank=fitted.features.astype(np.float16),
         calibration={},
-        coreset_radius=coreset.radius,
-        n_patch_features=int(flat.shape[0]),
-        grid=(h, w),
+        coreset_radius=fitted.radius,
+        n_patch_features=fitted.seen,
+        grid=fitted.grid,
         bank_images=[str(p) for p in bank_paths],
         holdout_images=[str(p) for p in holdout_paths],
     )
@@ -155,8 +158,8 @@ def fit_patchcore(
     scores, pixels = score_good_images(manifest, members, trained.graphs, holdout_paths or bank_paths, progress, "calibrate", config.batch_size)
     trained.calibration = calibrate(scores, pixels)
     trained.timings_s = {
-        "features": extracted - started,
-        "coreset": subsampled - extracted,
+        "features": subsampled - started - fitted.coreset_s,
+        "coreset": fitted.coreset_s,
         "calibration": time.perf_counter() - subsampled,
     }
     return trained
