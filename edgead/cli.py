@@ -100,7 +100,7 @@ def _methods() -> list[str]:
 @click.option("--method", type=click.Choice(_methods()), default="patchcore", show_default=True, help="The detector to train.")
 @click.option("--out", type=click.Path(dir_okay=False), default="model.edgead", show_default=True, help="Where to write the model.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Backbone weights file (needed for wide_resnet50_2: torchvision's state_dict).")
-@click.option("--backbone", type=click.Choice(["efficientnet_lite0", "wide_resnet50_2"]), default=None, help="Pretrained CNN (default efficientnet_lite0).")
+@click.option("--backbone", type=click.Choice(["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "wide_resnet50_2"]), default=None, help="Pretrained CNN (default efficientnet_lite0).")
 @click.option("--image-size", "image_size_px", type=int, default=None, help="Model input size in pixels, square (default 256).")
 @click.option("--coreset", default=None, help="Memory bank size: a fraction of all patch features (default 0.1) or a count (5000).")
 @click.option("--k", type=int, default=None, help="Nearest neighbours averaged per patch score (default 1).")

