@@ -122,10 +122,13 @@ def test_truncated_efficientnet_equals_full_network_intermediates(classifier, ef
 @pytest.mark.parametrize("size_px", [256, 224])
 @pytest.mark.parametrize("name", BACKBONES)
 def test_feature_shapes(name, size_px, effnet, wrn):
-    model = {"efficientnet_lite0": effnet, "wide_resnet50_2": wrn}[name]
+    model = {"efficientnet_lite0": effnet, "wide_resnet50_2": wrn}.get(name) or build_backbone(name, pretrained=False)
     assert isinstance(model, FeatureBackbone) and not model.training
     assert model.name == name and model.feature_strides == (8, 16)
-    expected_channels = {"efficientnet_lite0": (40, 112), "wide_resnet50_2": (512, 1024)}[name]
+    expected_channels = {
+        "efficientnet_lite0": (40, 112), "efficientnet_lite1": (40, 112), "efficientnet_lite2": (48, 120),
+        "wide_resnet50_2": (512, 1024),
+    }[name]
     assert model.feature_channels == expected_channels
     assert len(model.mean) == 3 and len(model.std) == 3
     with torch.inference_mode():
@@ -200,7 +203,7 @@ def test_efficientnet_loads_a_named_weights_file(effnet, tmp_path):
 
 
 def test_unknown_backbone():
-    with pytest.raises(ConfigError, match="efficientnet_lite0, wide_resnet50_2"):
+    with pytest.raises(ConfigError, match="efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, wide_resnet50_2"):
         build_backbone("resnet18")
 
 
@@ -212,7 +215,7 @@ def test_weights_with_pretrained_false_is_refused(tmp_path):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("name", BACKBONES)
 def test_traceable(name, effnet, wrn):
-    model = {"efficientnet_lite0": effnet, "wide_resnet50_2": wrn}[name]
+    model = {"efficientnet_lite0": effnet, "wide_resnet50_2": wrn}.get(name) or build_backbone(name, pretrained=False)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         traced = torch.jit.trace(model, x)
