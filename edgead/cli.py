@@ -85,7 +85,7 @@ TRAIN_FLAGS = {
     "backbone": "--backbone", "image_size_px": "--image-size", "coreset_fraction": "--coreset", "coreset_count": "--coreset",
     "k": "--k", "feature_dim": "--feature-dim", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
-    "epochs": "--epochs",
+    "epochs": "--epochs", "map_upsample": "--map-upsample", "reflect_pad_px": "--reflect-pad", "patch_cells": "--patch-cells",
 }
 
 
@@ -110,6 +110,9 @@ def _methods() -> list[str]:
 @click.option("--stride", "stride_px", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size).")
 @click.option("--score-quantile", type=float, default=None, help="Image score = this quantile of the anomaly map (e.g. 0.99) instead of its maximum.")
 @click.option("--blur-sigma", "blur_sigma_px", type=float, default=None, help="Gaussian smoothing of the anomaly map, in pixels (default 4).")
+@click.option("--map-upsample", type=click.Choice(["bilinear", "nearest"]), default=None, help="Patch scores to map before the blur (default bilinear).")
+@click.option("--reflect-pad", "reflect_pad_px", type=click.IntRange(min=0), default=None, help="Mirror the input by this many pixels per side before the backbone, multiple of 16 (default 32; 0 = off).")
+@click.option("--patch-cells", type=click.IntRange(min=1), default=None, help="Neighbourhood averaged around each feature cell, in cells, odd (default 3).")
 @click.option("--batch-size", type=int, default=None, help="Images per batch (default 8).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")

@@ -33,6 +33,8 @@ class PatchCoreConfig:
     k: int = 1
     holdout_fraction: float = 0.1
     blur_sigma_px: float = 4.0
+    # patch scores -> map: "bilinear" or "nearest" (each cell's score as a block) before the blur
+    map_upsample: str = "bilinear"
     # image score: the map's maximum (None), or this quantile of the map (e.g. 0.99)
     score_quantile: float | None = None
     batch_size: int = 8
@@ -65,6 +67,8 @@ class PatchCoreConfig:
             raise ConfigError(f"score quantile must be between 0 and 1 (e.g. 0.99), got {self.score_quantile}")
         if self.blur_sigma_px < 0:
             raise ConfigError(f"blur sigma must be >= 0 px, got {self.blur_sigma_px}")
+        if self.map_upsample not in ("bilinear", "nearest"):
+            raise ConfigError(f"map upsampling must be 'bilinear' or 'nearest', got {self.map_upsample!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if self.projection_dim < 1:

@@ -221,6 +221,7 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
         },
         "postprocess": {
             "blur_sigma_px": cfg.blur_sigma_px,
+            "upsample": cfg.map_upsample,
             "score_quantile": cfg.score_quantile,
             "image_score": "max of map" if cfg.score_quantile is None else f"quantile {cfg.score_quantile} of map",
             **trained.calibration,

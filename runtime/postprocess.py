@@ -8,12 +8,19 @@ import cv2
 import numpy as np
 
 
-def anomaly_maps(score_grids: np.ndarray, size_px: tuple[int, int], blur_sigma_px: float) -> np.ndarray:
-    """(N, h, w) score grids of a head -> (N, H, W) float32 maps at the engine input size, bilinear then Gaussian."""
+UPSAMPLING = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+
+
+def anomaly_maps(score_grids: np.ndarray, size_px: tuple[int, int], blur_sigma_px: float, upsample: str = "bilinear") -> np.ndarray:
+    """(N, h, w) score grids of a head -> (N, H, W) float32 maps at the engine input size, upsampled then Gaussian.
+
+    `upsample`: "bilinear" (the default, and what every model before the setting had) or "nearest"
+    (each cell's score as a block, anomalib's choice).
+    """
     height, width = size_px
     maps = np.empty((score_grids.shape[0], height, width), dtype=np.float32)
     for i, scores in enumerate(score_grids):
-        up = cv2.resize(scores.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        up = cv2.resize(scores.astype(np.float32), (width, height), interpolation=UPSAMPLING[upsample])
         if blur_sigma_px > 0:
             ksize = 2 * math.ceil(4 * blur_sigma_px) + 1
             up = cv2.GaussianBlur(up, (ksize, ksize), blur_sigma_px, borderType=cv2.BORDER_REFLECT)

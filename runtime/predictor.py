@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgead.artifact import Artifact
-from edgead.errors import BackendError, ConfigError
+from edgead.errors import ArtifactError, BackendError, ConfigError
 from edgead.graphs import graph_specs, head_section
 from edgead.runtime.backends.base import Backend, open_backend
 from edgead.runtime.heads import Head, open_head
-from edgead.runtime.postprocess import anomaly_maps, image_scores
+from edgead.runtime.postprocess import UPSAMPLING, anomaly_maps, image_scores
 from edgead.runtime.preprocess import resize_to_input, stack_batch
 from edgead.runtime.scheduler import PatchScheduler, make_slots
 from edgead.runtime.tiling import cut_tiles, stitch
@@ -126,6 +126,9 @@ class Predictor:
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
         self.threshold = float(manifest["postprocess"]["image_threshold"] if threshold is None else threshold)
         self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
+        self.upsample = manifest["postprocess"].get("upsample", "bilinear")  # models before the setting: bilinear
+        if self.upsample not in UPSAMPLING:
+            raise ArtifactError(f"{artifact.path}: postprocess.upsample {self.upsample!r} is not one of {sorted(UPSAMPLING)}")
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
         self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
         with ExitStack() as opened:  # whatever opened is closed again if a later part fails
@@ -171,7 +174,7 @@ class Predictor:
 
     def maps(self, grids: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Score grids -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
-        return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px), batch, self.tiling, self.score_quantile)
+        return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px, self.upsample), batch, self.tiling, self.score_quantile)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Score a batch of (H, W, 3) uint8 RGB images."""
