@@ -112,8 +112,9 @@ def main() -> None:
     size = args.image_size
     started = time.perf_counter()
     model.train()
-    for start in range(0, len(dataset.train), 8):
-        model(prepare(dataset.train[start : start + 8], size, mean, std))
+    with torch.no_grad():
+        for start in range(0, len(dataset.train), 8):
+            model(prepare(dataset.train[start : start + 8], size, mean, std))
     extracted = time.perf_counter()
     model.subsample_embedding(args.coreset)
     trained = time.perf_counter()
@@ -152,6 +153,8 @@ def main() -> None:
         "bank": int(model.memory_bank.shape[0]),
     }
     Path(args.out).write_text(json.dumps(result, indent=1))
+    with (Path(__file__).parent / "results.jsonl").open("a") as log:  # every run kept: they are slow
+        log.write(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), **result}) + "\n")
     print(json.dumps(result))
 
 
