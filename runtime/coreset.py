@@ -158,11 +158,13 @@ class StreamingCoreset:
         if features.shape[0]:
             self._pending.append(features)
             self._pending_rows += features.shape[0]
-        # a stream that ends within exact_rows gets the exact greedy; past it, all but the last chunk are reduced
-        hold = self.chunk_rows if self._seen or self._pending_rows > self.exact_rows else self.exact_rows
-        while self._pending_rows > hold:
+        # a stream that ends within exact_rows gets the exact greedy; past it, chunks are reduced as long as a
+        # whole chunk stays pending: the last reduction sees at least one chunk's rows, enough to spend what
+        # the budget has left after redundant chunks kept few
+        if not self._seen and self._pending_rows <= self.exact_rows:
+            return
+        while self._pending_rows >= 2 * self.chunk_rows:
             self._reduce(self._take(self.chunk_rows), last=False)
-            hold = self.chunk_rows
 
     def finish(self) -> StreamedBank:
         """Reduce what is left and return the bank; raises if no feature was added."""
