@@ -86,6 +86,7 @@ TRAIN_FLAGS = {
     "k": "--k", "feature_dim": "--feature-dim", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
     "epochs": "--epochs", "map_upsample": "--map-upsample", "reflect_pad_px": "--reflect-pad", "patch_cells": "--patch-cells",
+    "pool_zero_pad": "--pool-border",
 }
 
 
@@ -113,6 +114,7 @@ def _methods() -> list[str]:
 @click.option("--map-upsample", type=click.Choice(["bilinear", "nearest"]), default=None, help="Patch scores to map before the blur (default bilinear).")
 @click.option("--reflect-pad", "reflect_pad_px", type=click.IntRange(min=0), default=None, help="Mirror the input by this many pixels per side before the backbone, multiple of 16 (default 32; 0 = off).")
 @click.option("--patch-cells", type=click.IntRange(min=1), default=None, help="Neighbourhood averaged around each feature cell, in cells, odd (default 3).")
+@click.option("--pool-border", "pool_zero_pad", type=click.Choice(["exclude", "zero"]), default=None, callback=lambda _c, _p, v: None if v is None else v == "zero", help="Neighbourhood average at the feature map's border: leave the outside out (default) or count it as zeros (anomalib).")
 @click.option("--batch-size", type=int, default=None, help="Images per batch (default 8).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")

@@ -19,6 +19,8 @@ class PatchCoreConfig:
     image_size_px: int = 256
     # neighbourhood aggregated around each feature cell ("locally aware" patch features), in cells
     patch_cells: int = 3
+    # that average at the feature map's border: zeros counted in (True, as anomalib) or left out (False)
+    pool_zero_pad: bool = False
     # cut images into tiles of tile_px (image pixels) at stride_px instead of resizing them whole; None = resize
     tile_px: int | None = None
     stride_px: int | None = None

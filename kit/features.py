@@ -25,8 +25,13 @@ class PatchFeatureModel(nn.Module):
     and an optional fixed channel pooling. Everything after (kNN, maps) lives in the runtime.
     """
 
-    def __init__(self, backbone: nn.Module, patch_cells: int = 3, feature_dim: int | None = None, reflect_pad_px: int = 0) -> None:
+    def __init__(
+        self, backbone: nn.Module, patch_cells: int = 3, feature_dim: int | None = None, reflect_pad_px: int = 0,
+        pool_zero_pad: bool = False,
+    ) -> None:
         super().__init__()
+        # border cells of the neighbourhood average: zeros counted in (anomalib's AvgPool2d) or left out
+        self.pool_zero_pad = pool_zero_pad
         self.backbone = backbone
         self.patch_cells = patch_cells
         self.reflect_pad_px = reflect_pad_px
@@ -53,8 +58,8 @@ class PatchFeatureModel(nn.Module):
         shallow, deep = self.backbone(x)
         if self.patch_cells > 1:
             half = self.patch_cells // 2
-            shallow = F.avg_pool2d(shallow, self.patch_cells, stride=1, padding=half, count_include_pad=False)
-            deep = F.avg_pool2d(deep, self.patch_cells, stride=1, padding=half, count_include_pad=False)
+            shallow = F.avg_pool2d(shallow, self.patch_cells, stride=1, padding=half, count_include_pad=self.pool_zero_pad)
+            deep = F.avg_pool2d(deep, self.patch_cells, stride=1, padding=half, count_include_pad=self.pool_zero_pad)
         deep = F.interpolate(deep, size=shallow.shape[-2:], mode="bilinear", align_corners=False)
         features = torch.cat([shallow, deep], dim=1)
         if self.pooling is not None:

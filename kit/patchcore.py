@@ -72,7 +72,7 @@ class TrainedPatchCore:
 def build_feature_model(config: PatchCoreConfig, weights: Path | None = None, pretrained: bool = True) -> PatchFeatureModel:
     """The exported graph for `config`: backbone plus patch aggregation, in eval mode."""
     backbone = build_backbone(config.backbone, weights=weights, pretrained=pretrained)
-    return PatchFeatureModel(backbone, config.patch_cells, config.feature_dim, config.reflect_pad_px).eval()
+    return PatchFeatureModel(backbone, config.patch_cells, config.feature_dim, config.reflect_pad_px, config.pool_zero_pad).eval()
 
 
 def tiling_of(config: PatchCoreConfig) -> Tiling | None:
