@@ -19,13 +19,16 @@ class PatchCoreConfig:
     image_size_px: int = 256
     # neighbourhood aggregated around each feature cell ("locally aware" patch features), in cells
     patch_cells: int = 3
-    # that average at the feature map's border: zeros counted in (True, as anomalib) or left out (False)
-    pool_zero_pad: bool = False
+    # that average at the feature map's border: zeros counted in (True, as anomalib) or left out (False).
+    # Zeros mark border patches as border patches, which they meet again at test time: on the demo data
+    # image AUROC 0.79 -> 1.00 (brick), 0.64 -> 0.96 (grass), 0.56 -> 0.91 (gravel) without the mirror padding
+    pool_zero_pad: bool = True
     # cut images into tiles of tile_px (image pixels) at stride_px instead of resizing them whole; None = resize
     tile_px: int | None = None
     stride_px: int | None = None
-    # input mirrored by this many pixels on each side before the backbone (multiple of 16; 0 = off)
-    reflect_pad_px: int = 32
+    # input mirrored by this many pixels on each side before the backbone (multiple of 16; 0 = off). Off by
+    # default since zero-counted pooling borders do better (0.967 / 0.833 / 0.672 image AUROC with 32 px)
+    reflect_pad_px: int = 0
     # channels of the patch feature after fixed average pooling over channels; None keeps them all
     feature_dim: int | None = None
     # coreset: a fraction of all patch features (0 < f <= 1) or an absolute count (> 1)
@@ -88,6 +91,8 @@ class PatchCoreConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PatchCoreConfig:
         names = {f.name for f in dataclasses.fields(cls)}
+        # keys a model written before them lacks: the behaviour it was trained with, not today's default
+        data = {"pool_zero_pad": False, **data}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown patchcore config keys {unknown}; known: {sorted(names)}")

@@ -40,3 +40,10 @@ def test_round_trip_and_unknown_keys():
     assert PatchCoreConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="unknown"):
         PatchCoreConfig.from_dict({"backbone": "x", "colour": 1})
+
+
+def test_a_config_written_before_pool_zero_pad_keeps_excluding_the_border():
+    old = PatchCoreConfig().to_dict()
+    del old["pool_zero_pad"]
+    assert PatchCoreConfig.from_dict(old).pool_zero_pad is False
+    assert PatchCoreConfig().pool_zero_pad is True and PatchCoreConfig().reflect_pad_px == 0
