@@ -25,7 +25,7 @@ for path in sorted(out.glob("*.json")):
     timings = manifest["training"]["timings_s"]
     print(json.dumps({
         "when": time.strftime("%Y-%m-%d %H:%M"), "variant": name, "options": options, "category": path.stem,
-        **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro_0.3", "pixel_aupr", "image_f1_max")},
+        **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro_0.3", "pixel_aupr", "image_f1_max", "image_f1_at_threshold", "per_type_image_auroc")},
         "train_s": sum(timings.values()), "coreset_s": timings["coreset"], "bank": manifest["memory_bank"]["count"],
     }))
 PYEOF

@@ -1,6 +1,7 @@
 """The README's table from the harness's result logs: the latest anomalib run and the latest edgead VARIANT run per category.
 
     .venv/bin/python benchmarks/anomalib/table.py [VARIANT]   (default: "defaults")
+    .venv/bin/python benchmarks/anomalib/table.py --effects     every edgead variant and anomalib, per category
 """
 
 import json
@@ -19,7 +20,24 @@ def latest(path: Path, **match) -> dict[str, dict]:
     return rows
 
 
+def effects() -> None:
+    """One row per edgead variant (and anomalib): image AUROC / pixel AUROC / AUPRO per category."""
+    rows: dict[str, dict[str, dict]] = {}
+    for line in (HERE / "results-edgead.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        rows.setdefault(f"edgead {row['variant']} `{row['options']}`", {})[row["category"]] = row
+    rows = {"anomalib 2.7 PatchCore": latest(HERE / "results.jsonl", normalisation="(x-127)/128", num_neighbors=9, image_size_px=256), **rows}
+    categories = sorted({c for per in rows.values() for c in per})
+    print("| setting | " + " | ".join(f"{c} (image / pixel AUROC / AUPRO)" for c in categories) + " |")
+    print("|---" * (len(categories) + 1) + "|")
+    for name, per in rows.items():
+        cells = [f"{per[c]['image_auroc']:.3f} / {per[c]['pixel_auroc']:.3f} / {per[c]['aupro_0.3']:.3f}" if c in per else "—" for c in categories]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--effects"]:
+        return effects()
     variant = sys.argv[1] if len(sys.argv) > 1 else "defaults"
     anomalib = latest(HERE / "results.jsonl", normalisation="(x-127)/128", num_neighbors=9, image_size_px=256)
     edgead = latest(HERE / "results-edgead.jsonl", variant=variant)
