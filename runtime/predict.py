@@ -15,7 +15,7 @@ from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import is_image_path, list_images, read_image, write_image
 from edgead.runtime.postprocess import resize_map
 from edgead.runtime.predictor import Predictor
-from edgead.runtime.visualize import banner, heatmap_overlay
+from edgead.runtime.visualize import framed, heatmap_overlay, verdict_text
 
 PREDICTIONS = "predictions.jsonl"
 
@@ -81,9 +81,9 @@ def predict_to_folder(
                 record = {"path": str(job.path), "score": pred.score, "anomalous": pred.anomalous, "threshold": high, "map": map_rel.as_posix()}
                 if overlays:
                     overlay_rel = Path("overlays") / job.relative.with_suffix(".png")
-                    label = f"{'NG' if pred.anomalous else 'OK'} {pred.score:.3f}"
                     (out / overlay_rel).parent.mkdir(parents=True, exist_ok=True)
-                    write_image(out / overlay_rel, banner(heatmap_overlay(image, full_map, low, high), label, pred.anomalous))
+                    picture = framed(heatmap_overlay(image, full_map, low, high), verdict_text(pred.score, high, pred.anomalous), pred.anomalous, low, high)
+                    write_image(out / overlay_rel, picture)
                     record["overlay"] = overlay_rel.as_posix()
                 log.write(json.dumps(record) + "\n")
                 log.flush()

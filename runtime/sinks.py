@@ -26,7 +26,7 @@ import numpy as np
 from edgead.errors import ConfigError, EdgeADError
 from edgead.runtime.images import write_image
 from edgead.runtime.sources import Frame
-from edgead.runtime.visualize import banner, heatmap_overlay
+from edgead.runtime.visualize import framed, heatmap_overlay, verdict_text
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,13 @@ def anomaly_boxes(
 
 def annotate(image: np.ndarray, anomaly_map: np.ndarray, low: float, high: float, score: float, anomalous: bool,
              boxes: list[list[int]], fps: float) -> np.ndarray:
-    """(H, W, 3) RGB frame -> a copy with the heatmap, the boxes and an OK/NG banner with score and FPS."""
+    """(H, W, 3) RGB frame -> the frame with the heatmap and boxes, an OK/NG banner (score, FPS) above and the colour bar below."""
     out = heatmap_overlay(image, anomaly_map, low, high)
     thickness = max(1, min(out.shape[:2]) // 200)
     for x, y, w, h in boxes:
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), BOX_COLOUR, thickness)
-    label = f"{'NG' if anomalous else 'OK'} {score:.3f}" + (f"  {fps:.1f} fps" if fps > 0 else "")
-    return banner(out, label, anomalous)
+    label = verdict_text(score, high, anomalous) + (f"  {fps:.1f} fps" if fps > 0 else "")
+    return framed(out, label, anomalous, low, high)
 
 
 @dataclass
