@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -41,10 +42,27 @@ class EdgeADGroup(click.Group):
             sys.exit(130)
 
 
+class StderrLog(logging.Handler):
+    """Warnings of every module as one line on the current stderr: `warning: ...` (looked up at each record)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(handler, StderrLog) for handler in root.handlers):
+        root.addHandler(StderrLog(logging.WARNING))
+
+
 @click.group(cls=EdgeADGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgead")
 def main() -> None:
     """Train anomaly detectors on good images, evaluate them, and score new images."""
+    _log_to_stderr()  # the runtime's warnings (a slow engine, odd frames, reconnections) reach the user
 
 
 def _progress(quiet: bool):
@@ -60,12 +78,24 @@ def _open_predictor(model: str | None, backend: str | None, device: str, precisi
 
     artifact = read_artifact(resolve_model(model))
     tiling = tiling_from(artifact.manifest, tile, stride)
-    return Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams, threshold=threshold)
+    predictor = Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams, threshold=threshold)
+    from edgead.runtime.backends.base import slow_engine_warning
+
+    slow = slow_engine_warning(predictor.backend)
+    if slow:
+        click.echo(f"warning: {slow}", err=True)
+    return predictor
 
 
 model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
 backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference backend (default: the first that runs: TensorRT, ONNX Runtime, TorchScript).")
-device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+def _device(ctx, param, value):
+    from edgead.runtime.devices import parse_device
+
+    return parse_device(value)
+
+
+device_option = click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N.")
 
 
 def tiling_options(command):
@@ -110,10 +140,10 @@ def _methods() -> list[str]:
 @click.option("--stride", "stride_px", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size).")
 @click.option("--score-quantile", type=float, default=None, help="Image score = this quantile of the anomaly map (e.g. 0.99) instead of its maximum.")
 @click.option("--blur-sigma", "blur_sigma_px", type=float, default=None, help="Gaussian smoothing of the anomaly map, in pixels (default 4).")
-@click.option("--batch-size", type=int, default=None, help="Images per batch (default 8).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per batch (default 8).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")
-@click.option("--device", default="cpu", show_default=True, help="Where training runs: cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option
 def train(data_dir, method, out, weights, device, resume, quiet, coreset, **options):
@@ -133,6 +163,8 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
         options.update(parse_coreset(coreset))
     config = build_config(detector, options, TRAIN_FLAGS)
     dataset = open_dataset(data_dir)
+    for warning in dataset.warnings:
+        click.echo(f"warning: {warning}", err=True)
     from edgead.export.bundle import write_trained
     from edgead.workspace import remember_model
 
@@ -226,7 +258,7 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @precision_option
 @tiling_options
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @quiet_option
 def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
@@ -237,6 +269,13 @@ def predict(inputs, out, model, backend, device, precision, tile, stride, stream
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
+    if summary["failed"]:
+        from edgead.errors import DataError
+
+        raise DataError(
+            f"{summary['failed']} of {len(jobs)} images could not be read and were not scored (each has its reason in "
+            f"predictions.jsonl; first: {summary['first_error']})"
+        )
 
 
 def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int, int]:
@@ -305,9 +344,9 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
 @backend_option
 @device_option
 @precision_option
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--iterations", type=int, default=50, show_default=True)
-@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
 def bench(model, backend, device, precision, batch, iterations, warmup):
     """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
     from edgead.runtime.latency import measure_latency
@@ -363,7 +402,6 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
 def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
-    import logging
     import signal
     from contextlib import ExitStack
 
@@ -374,7 +412,6 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
     given = [s for s in (uri, camera, video, images) if s is not None]
     if len(given) != 1:
         raise ConfigError("give exactly one source: --camera N, --video PATH, --images DIR or a URI such as rtsp://host/stream")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # reconnections show on stderr
 
     def stop(signum, frame):  # `systemctl stop` ends the run like Ctrl-C: files are closed and valid
         raise KeyboardInterrupt

@@ -21,6 +21,7 @@ from edgead.kit.backbones import build_backbone
 from edgead.kit.eager import score_good_images
 from edgead.kit.features import PatchFeatureModel
 from edgead.runtime.coreset import greedy_coreset
+from edgead.runtime.framecheck import ImageGeometry
 from edgead.runtime.images import read_image
 from edgead.runtime.postprocess import calibrate
 from edgead.runtime.predictor import Tiling, prepare_batch
@@ -45,6 +46,7 @@ class TrainedPatchCore:
     bank_images: list[str] = field(default_factory=list)
     holdout_images: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    image_geometry: dict | None = None  # sizes of the training images (ImageGeometry.to_manifest())
 
     @property
     def graphs(self) -> dict[str, PatchFeatureModel]:
@@ -80,20 +82,27 @@ def tiling_of(config: PatchCoreConfig) -> Tiling | None:
 
 
 def extract_features(
-    model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str
+    model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
+    shapes: list | None = None,
 ) -> np.ndarray:
-    """Patch features (N, C, h, w) float32 of the images at `paths` (of their tiles when tiling), in batches."""
-    return np.concatenate([features for _, features in _feature_batches(model, paths, config, progress, label)])
+    """Patch features (N, C, h, w) float32 of the images at `paths` (of their tiles when tiling), in batches.
+
+    `shapes`, when given, receives the (H, W, 3) shape of every image read.
+    """
+    return np.concatenate([features for _, features in _feature_batches(model, paths, config, progress, label, shapes)])
 
 
 @torch.inference_mode()  # torch applies it around every step of the generator
-def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str):
+def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
+                     shapes: list | None = None):
     """(Batch, features) per batch of images, prepared exactly as the runtime prepares frames."""
     size = (config.image_size_px, config.image_size_px)
     tiling = tiling_of(config)
     with progress(label, len(paths)) as advance:
         for start in range(0, len(paths), config.batch_size):
             images = [read_image(p) for p in paths[start : start + config.batch_size]]
+            if shapes is not None:
+                shapes.extend(image.shape for image in images)
             batch = prepare_batch(images, size, tiling)
             device = next(model.parameters()).device
             yield batch, model(torch.from_numpy(batch.images).to(device)).cpu().numpy()
@@ -128,7 +137,8 @@ def fit_patchcore(
     started = time.perf_counter()
     model = build_feature_model(config, weights=weights).to(resolve_device(device))
     bank_paths, holdout_paths = split_holdout(train_paths, config)
-    features = extract_features(model, bank_paths, config, progress, "features")
+    shapes: list = []
+    features = extract_features(model, bank_paths, config, progress, "features", shapes)
     model.cpu()  # the artifact's weights and the calibration's eager backend are on the CPU
     n, channels, h, w = features.shape
     flat = features.transpose(0, 2, 3, 1).reshape(-1, channels)
@@ -148,6 +158,7 @@ def fit_patchcore(
         grid=(h, w),
         bank_images=[str(p) for p in bank_paths],
         holdout_images=[str(p) for p in holdout_paths],
+        image_geometry=ImageGeometry.of(shapes).to_manifest(),
     )
     # scored as deployed (the runtime's head and maps); with no hold-out the bank's own images calibrate:
     # their scores are optimistic, the threshold low
@@ -229,6 +240,8 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
             "bank_images": len(trained.bank_images),
             "holdout_images": trained.holdout_images,
             "timings_s": trained.timings_s,
+            # frames far from these sizes are scored with a warning (runtime/framecheck.py)
+            **({"image_geometry": trained.image_geometry} if trained.image_geometry else {}),
         },
         "engines": [],
     }

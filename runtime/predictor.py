@@ -12,6 +12,7 @@ from edgead.artifact import Artifact
 from edgead.errors import BackendError, ConfigError
 from edgead.graphs import graph_specs, head_section
 from edgead.runtime.backends.base import Backend, open_backend
+from edgead.runtime.framecheck import FrameCheck, ImageGeometry
 from edgead.runtime.heads import Head, open_head
 from edgead.runtime.postprocess import anomaly_maps, image_scores
 from edgead.runtime.preprocess import resize_to_input, stack_batch
@@ -127,6 +128,7 @@ class Predictor:
         self.threshold = float(manifest["postprocess"]["image_threshold"] if threshold is None else threshold)
         self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
+        self.frame_check = FrameCheck(ImageGeometry.from_manifest(manifest.get("training", {}).get("image_geometry")), self.tiling is not None)
         self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
         with ExitStack() as opened:  # whatever opened is closed again if a later part fails
             self.backends = self._open_backends(backend, device, precision, opened)
@@ -154,6 +156,7 @@ class Predictor:
     # the deployed path in stages, so that a live loop can time each one
     def prepare(self, images: list[np.ndarray]) -> Batch:
         """RGB frames -> engine input: each resized to the model input, or cut into tiles (resized if tile != input)."""
+        self.frame_check.check(images)
         return prepare_batch(images, self.size_px, self.tiling)
 
     def infer(self, batch: Batch | np.ndarray) -> Outputs:
