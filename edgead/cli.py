@@ -443,6 +443,31 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
 
 @main.command()
+@click.argument("source")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the PNG frames (created if needed).")
+@click.option("--count", type=click.IntRange(min=1), default=100, show_default=True, help="Frames to save.")
+@click.option("--every", "every_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds between saved frames (source time: the position in a video), to spread them over the run.")
+def capture(source, out, count, every_s):
+    """Save good frames from SOURCE (a camera index, a video, a URI: what `run` reads) as lossless PNGs for train or enroll."""
+    from edgead.runtime.capture import capture_frames
+    from edgead.runtime.sources import open_source
+
+    with open_source(source) as opened:
+        click.echo(f"capturing {count} frames from {opened.name}" + (f", one every {every_s:g} s" if every_s else "") + "; Ctrl-C stops", err=True)
+        summary = capture_frames(opened, Path(out), count, every_s)
+    if not summary.saved:
+        raise ConfigError(f"{source} gave no frame: nothing was captured")
+    sizes = ", ".join(f"{w}x{h}" for h, w in summary.sizes_hw)
+    click.echo(f"captured {len(summary.saved)} frames ({sizes} px, as decoded for `edgead run`) of {summary.frames_seen} read, into {out}")
+    if summary.stopped_by == "end" and len(summary.saved) < count:
+        click.echo(f"note: the source ended before {count} frames", err=True)
+    if len(summary.sizes_hw) > 1:
+        click.echo("warning: the frames have different sizes: the camera or stream changed resolution during the capture", err=True)
+    click.echo(f"next: check they are all good, then `edgead train {out}` (a new model) or `edgead enroll {out}` (add them to the model)")
+
+
+@main.command()
 def doctor():
     """What is installed and usable: torch, ONNX Runtime, TensorRT, cuda-python, GPU."""
     from edgead.doctor import report_lines
