@@ -71,19 +71,27 @@ def _progress(quiet: bool):
     return silent_progress if quiet else bar_progress
 
 
-def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None, streams: int = 1, threshold=None):
+def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None,
+                    streams: int = 1, threshold=None, false_alarm_rate=None):
     from edgead.artifact import read_artifact
     from edgead.runtime.predictor import Predictor, tiling_from
     from edgead.workspace import resolve_model
 
+    if threshold is not None and false_alarm_rate is not None:
+        raise ConfigError("give --threshold or --false-alarm-rate, not both")
     artifact = read_artifact(resolve_model(model))
     tiling = tiling_from(artifact.manifest, tile, stride)
-    predictor = Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams, threshold=threshold)
+    predictor = Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams,
+                          threshold=threshold, false_alarm_rate=false_alarm_rate)
     from edgead.runtime.backends.base import slow_engine_warning
 
     slow = slow_engine_warning(predictor.backend)
     if slow:
         click.echo(f"warning: {slow}", err=True)
+    if predictor.threshold_choice.stale:
+        click.echo(f"warning: the threshold {predictor.threshold:.4f} was {predictor.threshold_choice.stale}", err=True)
+    if predictor.threshold_choice.extrapolated and false_alarm_rate is not None:
+        click.echo(f"note: {predictor.threshold_choice.note}", err=True)
     return predictor
 
 
@@ -99,7 +107,9 @@ device_option = click.option("--device", default="cpu", show_default=True, callb
 
 
 def tiling_options(command):
-    """--tile/--stride (frame pixels), --streams and --threshold, for every command that scores frames."""
+    """--tile/--stride (frame pixels), --streams, --threshold and --false-alarm-rate, for every command that scores frames."""
+    command = click.option("--false-alarm-rate", type=float, default=None,
+                           help="Threshold for this share of good images flagged (e.g. 0.001), from the model's calibration, instead of the model's threshold.")(command)
     command = click.option("--threshold", type=float, default=None, help="Image threshold for this run instead of the model's (scores above it are NG).")(command)
     command = click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True, help="CUDA streams the patch scheduler keeps busy (GPU backends).")(command)
     command = click.option("--stride", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size, or the model's).")(command)
@@ -114,6 +124,7 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 TRAIN_FLAGS = {
     "backbone": "--backbone", "image_size_px": "--image-size", "coreset_fraction": "--coreset", "coreset_count": "--coreset",
     "k": "--k", "feature_dim": "--feature-dim", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
+    "false_alarm_rate": "--false-alarm-rate", "folds": "--folds",
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
     "epochs": "--epochs",
 }
@@ -135,7 +146,11 @@ def _methods() -> list[str]:
 @click.option("--coreset", default=None, help="Memory bank size: a fraction of all patch features (default 0.1) or a count (5000).")
 @click.option("--k", type=int, default=None, help="Nearest neighbours averaged per patch score (default 1).")
 @click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
-@click.option("--holdout", "holdout_fraction", type=float, default=None, help="Fraction of good images held out to calibrate the threshold (default 0.1).")
+@click.option("--false-alarm-rate", type=float, default=None,
+              help="Share of good images the threshold may flag, per image (default 0.01 = 1 in 100); a rate below 1/N (N good images) is extrapolated.")
+@click.option("--folds", type=click.IntRange(min=2), default=None, help="Cross-calibration folds: each good image is scored by a model built without its fold (default 5).")
+@click.option("--holdout", "holdout_fraction", type=float, default=None,
+              help="Fraction of good images kept out of the bank (default 0: cross-calibration scores every image without itself).")
 @click.option("--tile", "tile_px", type=click.IntRange(min=16), default=None, help="Cut images into tiles of this many pixels (for frames much larger than --image-size).")
 @click.option("--stride", "stride_px", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size).")
 @click.option("--score-quantile", type=float, default=None, help="Image score = this quantile of the anomaly map (e.g. 0.99) instead of its maximum.")
@@ -198,7 +213,7 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
         p = engine["parity"]
         click.echo(
             f"  engine {name}: max output diff {p['max_rel_output_diff']:.2e} (rel), "
-            f"max score diff {p['max_rel_score_diff']:.2e} (rel) on {p['images']} held-out images"
+            f"max score diff {p['max_rel_score_diff']:.2e} (rel) on {p['images']} good images stored in the model"
         )
     click.echo(f"wrote {path} (the default model for later commands in this folder)")
 
@@ -214,13 +229,13 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the held-out calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, as_json, report, adopt_threshold, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
 
     dataset = open_dataset(data_dir)
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -260,12 +275,12 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
@@ -400,7 +415,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--report-every", "report_every_s", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between FPS and latency reports on stderr.")
 @click.option("--min-box-area", "min_box_area_px", type=click.FloatRange(min=0), default=16, show_default=True, help="Smallest anomalous region that gets a box, in frame pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import signal
     from contextlib import ExitStack
@@ -418,7 +433,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:

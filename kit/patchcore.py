@@ -18,16 +18,18 @@ from edgead.errors import DataError
 from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, graph_spec
 from edgead.progress import Progress, silent_progress
 from edgead.kit.backbones import build_backbone
-from edgead.kit.eager import score_good_images
+from edgead.kit.eager import calibrate_good_images
 from edgead.kit.features import PatchFeatureModel
 from edgead.runtime.coreset import greedy_coreset
 from edgead.runtime.framecheck import ImageGeometry
 from edgead.runtime.images import read_image
-from edgead.runtime.postprocess import calibrate
-from edgead.runtime.predictor import Tiling, prepare_batch
+from edgead.runtime.calibration import describe
+from edgead.runtime.crossval import ImageOutputs
+from edgead.runtime.predictor import Batch, Tiling, prepare_batch
 from edgead.runtime.preprocess import stack_batch
 
 WEIGHTS_MEMBER = "weights.safetensors"
+FEATURES_OUTPUT = "features"  # the feature graph's one output, which the kNN head reads
 BANK_MEMBER = "memory_bank.npy"
 PARITY_IMAGES = 8  # good images stored in the model to check engines on, here and on the device
 
@@ -39,7 +41,7 @@ class TrainedPatchCore:
     config: PatchCoreConfig
     model: PatchFeatureModel
     bank: np.ndarray
-    calibration: dict[str, float]
+    calibration: dict  # the postprocess section: threshold, statistics, cross-calibration
     coreset_radius: float
     n_patch_features: int
     grid: tuple[int, int]
@@ -67,8 +69,7 @@ class TrainedPatchCore:
         return [
             f"memory bank: {bank['count']} of {bank['patch_features_seen']} patch features x {bank['dim']} (fp16), "
             f"coreset radius {bank['coreset_radius']:.4f}",
-            f"threshold: {post['image_threshold']:.4f} from {post['holdout_images']} held-out good images",
-        ]
+        ] + describe(post)
 
 
 def build_feature_model(config: PatchCoreConfig, weights: Path | None = None, pretrained: bool = True) -> PatchFeatureModel:
@@ -110,17 +111,29 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
 
 
 def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
-    """Good images for the bank, and good images held out to calibrate scores."""
+    """Good images for the bank, and good images held out of it (none by default: cross-calibration needs none)."""
     paths = list(paths)
     if len(paths) < 2:
-        raise DataError(
-            f"training needs at least 2 good images (one is held out to calibrate the threshold), found {len(paths)}"
-        )
+        raise DataError(f"training needs at least 2 good images (to calibrate the threshold), found {len(paths)}")
     n_holdout = 0 if config.holdout_fraction == 0 else max(1, round(config.holdout_fraction * len(paths)))
+    n_holdout = min(n_holdout, len(paths) - 2)  # cross-calibration needs two bank images
     order = np.random.default_rng(config.seed).permutation(len(paths))
     holdout = sorted(order[:n_holdout])
     bank = sorted(order[n_holdout:])
     return [paths[i] for i in bank], [paths[i] for i in holdout]
+
+
+def _per_image(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
+               shapes: list) -> list[tuple[Batch, np.ndarray]]:
+    """Per image: its layout (one frame; its tiles when tiling) and its features (T, C, h, w), extracted once."""
+    out = []
+    for batch, features in _feature_batches(model, paths, config, progress, label, shapes):
+        if not batch.tiles:
+            out += [(Batch(np.empty(0, np.uint8)), features[i : i + 1]) for i in range(features.shape[0])]
+        else:
+            out += [(Batch(np.empty(0, np.uint8), [(0, count, origins, hw)]), features[first : first + count])
+                    for first, count, origins, hw in batch.tiles]
+    return out
 
 
 def fit_patchcore(
@@ -130,7 +143,7 @@ def fit_patchcore(
     progress: Progress = silent_progress,
     device: str = "cpu",
 ) -> TrainedPatchCore:
-    """Train on good images: extract (on `device`), subsample into the bank, calibrate on held-out images."""
+    """Train on good images: extract once (on `device`), subsample into the bank, cross-calibrate the threshold on every image."""
     from edgead.kit.training import resolve_device
 
     torch.manual_seed(config.seed)
@@ -138,8 +151,9 @@ def fit_patchcore(
     model = build_feature_model(config, weights=weights).to(resolve_device(device))
     bank_paths, holdout_paths = split_holdout(train_paths, config)
     shapes: list = []
-    features = extract_features(model, bank_paths, config, progress, "features", shapes)
+    per_image = _per_image(model, bank_paths, config, progress, "features", shapes)
     model.cpu()  # the artifact's weights and the calibration's eager backend are on the CPU
+    features = np.concatenate([f for _, f in per_image])
     n, channels, h, w = features.shape
     flat = features.transpose(0, 2, 3, 1).reshape(-1, channels)
     extracted = time.perf_counter()
@@ -160,11 +174,10 @@ def fit_patchcore(
         holdout_images=[str(p) for p in holdout_paths],
         image_geometry=ImageGeometry.of(shapes).to_manifest(),
     )
-    # scored as deployed (the runtime's head and maps); with no hold-out the bank's own images calibrate:
-    # their scores are optimistic, the threshold low
     manifest, members = to_artifact_parts(trained)
-    scores, pixels = score_good_images(manifest, members, trained.graphs, holdout_paths or bank_paths, progress, "calibrate", config.batch_size)
-    trained.calibration = calibrate(scores, pixels)
+    # k-fold cross-calibration through the runtime's kNN head and maps, from the features already extracted
+    outputs = [ImageOutputs(layout, {FEATURES_OUTPUT: features}) for layout, features in per_image]
+    trained.calibration = calibrate_good_images(manifest, members, trained.graphs, bank_paths, holdout_paths, config, progress, outputs)
     trained.timings_s = {
         "features": extracted - started,
         "coreset": subsampled - extracted,
@@ -179,6 +192,7 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
 
     cfg = trained.config
     model = trained.model
+    images_dir = os.path.commonpath([str(Path(p).resolve().parent) for p in trained.bank_images + trained.holdout_images])
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     h, w = trained.grid
     manifest = {
@@ -212,10 +226,10 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
             MAIN_GRAPH: graph_spec(
                 MAIN_GRAPH,
                 {"images": (("batch", cfg.image_size_px, cfg.image_size_px, 3), "uint8")},
-                {"features": (("batch", model.out_channels, h, w), "float32")},
+                {FEATURES_OUTPUT: (("batch", model.out_channels, h, w), "float32")},
             ).to_dict()
         },
-        "head": {"name": "knn", "graph": MAIN_GRAPH, "output": "features"},
+        "head": {"name": "knn", "graph": MAIN_GRAPH, "output": FEATURES_OUTPUT},
         "memory_bank": {
             "member": BANK_MEMBER,
             "count": int(trained.bank.shape[0]),
@@ -235,8 +249,9 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
         },
         "weights": {"member": WEIGHTS_MEMBER, "format": "safetensors"},
         "training": {
-            # INT8 calibration defaults to these good images when they are still on this machine
-            "images_dir": os.path.commonpath([str(Path(p).resolve().parent) for p in trained.bank_images + trained.holdout_images]),
+            # INT8 calibration and per-engine thresholds default to these good images when they are still on this machine
+            "images_dir": images_dir,
+            "images": [os.path.relpath(Path(p).resolve(), images_dir) for p in trained.bank_images + trained.holdout_images],
             "bank_images": len(trained.bank_images),
             "holdout_images": trained.holdout_images,
             "timings_s": trained.timings_s,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from edgead.artifact import Artifact, require_keys
 from edgead.errors import ArtifactError, EdgeADError
+from edgead.progress import Progress, silent_progress
+from edgead.runtime.coreset import coreset_target, greedy_coreset
+from edgead.runtime.crossval import fold_ids
 from edgead.runtime.heads.base import Head
 from edgead.runtime.memory_bank import MemoryBank
 
@@ -48,8 +51,49 @@ class KnnHead(Head):
     def score(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         return patch_scores(outputs[self.output], self.bank)
 
+    refits_per_fold = True  # a fold's model is a bank subsampled from the other folds' features
+
+    def fold_scores(
+        self,
+        reference: Sequence[Mapping[str, np.ndarray]],
+        image_score: Callable[[int, np.ndarray], float],
+        folds: int,
+        seed: int,
+        queries: Sequence[Mapping[str, np.ndarray]] | None = None,
+        progress: Progress = silent_progress,
+        base_bank: np.ndarray | None = None,
+        base_seen: int = 0,
+    ) -> np.ndarray:
+        """Each fold scored against a bank subsampled, with the model's coreset rule, from the other folds' features.
+
+        Features are extracted once; only the coresets are rebuilt, one per fold. `base_bank` (M, C) joins
+        every fold bank's pool, counted as `base_seen` features seen (enroll: the bank before new images).
+        """
+        info = self.artifact.manifest["memory_bank"]
+        settings = info.get("coreset") or {"fraction": 1.0, "projection_dim": 64, "seed": 0}
+        reference = [r[self.output] for r in reference]
+        scored = reference if queries is None else [q[self.output] for q in queries]
+        ids = fold_ids(len(reference), folds, seed)
+        scores = np.empty(len(reference), dtype=np.float64)
+        with progress("cross-calibrate", int(ids.max()) + 1) as advance:
+            for fold in range(int(ids.max()) + 1):
+                others = [_rows(reference[i]) for i in np.flatnonzero(ids != fold)]
+                pool = np.concatenate(([] if base_bank is None else [np.asarray(base_bank, np.float32)]) + others).astype(np.float32, copy=False)
+                target = min(coreset_target(settings, base_seen + sum(len(o) for o in others)), pool.shape[0])
+                chosen = greedy_coreset(pool, target, int(settings["projection_dim"]), int(settings["seed"]), measure_radius=False)
+                bank = MemoryBank(pool[chosen.indices].astype(np.float16), k=int(info["k"]))
+                for i in np.flatnonzero(ids == fold):
+                    scores[i] = image_score(int(i), patch_scores(scored[i], bank))
+                advance(1)
+        return scores
+
     def describe(self) -> str:
         return f"knn ({self.bank.count} x {self.bank.dim}, k={self.bank.k}, {self.bank.device})"
+
+
+def _rows(features: np.ndarray) -> np.ndarray:
+    """(T, C, h, w) -> (T*h*w, C)."""
+    return features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1])
 
 
 def patch_scores(features: np.ndarray, bank: MemoryBank) -> np.ndarray:
