@@ -227,7 +227,7 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @tiling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
-@click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the held-out calibration's).")
+@click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the false-alarm-rate calibration's).")
 @quiet_option
 def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
@@ -260,7 +260,8 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
     if adopt_threshold:
         from edgead.runtime.threshold import adopt_threshold as adopt
 
-        value = adopt(predictor.artifact, result.metrics["image_f1_max_threshold"], data_dir, result.metrics["image_f1_max"])
+        value = adopt(predictor.artifact, result.metrics["image_f1_max_threshold"], data_dir, result.metrics["image_f1_max"],
+                      engine=predictor.backend.engine)
         click.echo(f"threshold {value:.4f} (F1-max {result.metrics['image_f1_max']:.4f} on {data_dir}) written to {predictor.artifact.path}", err=as_json)
 
 
@@ -340,13 +341,21 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     for note in result.notes:
         click.echo(f"note: {note}")
     first = result.engines[0]["parity"]
-    click.echo(f"parity against {first['reference']} on {first['images']} held-out good images (largest differences, relative):")
-    click.echo(f"{'engine':32s} {'device':6s} {'outputs':>10s} {'scores':>10s}")
+    click.echo(f"parity against {first['reference']} on {first['images']} good images stored in the model (largest differences, relative):")
+    click.echo(f"{'engine':32s} {'device':6s} {'outputs':>10s} {'scores':>10s} {'threshold':>10s}")
     for entry in result.engines:
         p = entry["parity"]
         graph = p.get("graphs", {}).get(entry["graph"], p)
         name = f"{entry['graph']}: {entry['format']}/{entry['precision']}"
-        click.echo(f"{name:32s} {p['device']:6s} {graph['max_rel_output_diff']:10.2e} {p['max_rel_score_diff']:10.2e}")
+        own = f"{entry['threshold']:10.4f}" if "threshold" in entry else f"{'':>10s}"
+        click.echo(f"{name:32s} {p['device']:6s} {graph['max_rel_output_diff']:10.2e} {p['max_rel_score_diff']:10.2e} {own}")
+    calibrated = [e for e in result.engines if "calibration" in e]
+    if calibrated:
+        section = calibrated[0]["calibration"]
+        click.echo(
+            f"thresholds: each engine's own, for a false-alarm rate of {section['false_alarm_rate']:g} ({section['method']}, "
+            f"through its own outputs, on {section['images_from']}); the model's FP32 threshold is {result.model_threshold:.4f}"
+        )
     if result.aurocs:
         click.echo("image AUROC on " + str(check_dir) + ": " + ", ".join(f"{k} {v:.4f}" for k, v in result.aurocs.items()))
     for problem in result.problems:
