@@ -399,11 +399,9 @@ def enroll(inputs, model, backend, device, out, quiet):
     with _open_predictor(model, backend, device) as predictor:
         target = Path(out) if out else predictor.artifact.path
         summary = enroll_images(predictor, paths, target, progress=_progress(quiet))
-    click.echo(
-        f"enrolled {summary['images']} images: bank {summary['bank_before']} -> {summary['bank_after']} features "
-        f"({summary['new_features_kept']} new), coreset radius {summary['radius']:.4f}"
-    )
-    click.echo(f"wrote {target}")
+    click.echo(f"enrolled {summary.images} good images into {target}")
+    for line in summary.lines():
+        click.echo(f"  {line}")
 
 
 @main.command()
