@@ -421,12 +421,15 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
 @click.option("--report-every", "report_every_s", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between FPS and latency reports on stderr.")
 @click.option("--min-box-area", "min_box_area_px", type=click.FloatRange(min=0), default=16, show_default=True, help="Smallest anomalous region that gets a box, in frame pixels.")
+@click.option("--drift-window", "drift_frames", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Frames whose median score is compared with the good calibration to detect drift (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import signal
     from contextlib import ExitStack
 
+    from edgead.runtime.drift import DriftMonitor
     from edgead.runtime.live import run_live
     from edgead.runtime.sinks import AnomalySaver, EventLog, VideoSink
     from edgead.runtime.sources import open_source
@@ -450,9 +453,12 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
         if save_anomalies:
             sinks.append(stack.enter_context(AnomalySaver(save_anomalies)))
         click.echo(f"scoring {source.name} with {predictor.describe()}; Ctrl-C stops", err=True)
+        drift = DriftMonitor.for_predictor(predictor, drift_frames) if drift_frames else None
+        if drift_frames and drift is None:
+            click.echo("note: no drift watch: the model has no calibration scores (re-train it with this edgead)", err=True)
         summary = run_live(
             predictor, source, sinks, headless=headless, report_every_s=report_every_s, max_frames=max_frames,
-            on_stats=lambda stats: click.echo(stats.line(), err=True), min_box_area_px=min_box_area_px,
+            on_stats=lambda stats: click.echo(stats.line(), err=True), min_box_area_px=min_box_area_px, drift=drift,
         )
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))

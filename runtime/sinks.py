@@ -104,6 +104,9 @@ class Sink:
     def write(self, result: Result) -> None:
         raise NotImplementedError
 
+    def note(self, event: dict[str, Any]) -> None:
+        """An event about the run rather than a frame (drift); only the event log keeps these."""
+
     def close(self) -> None:
         self.closed = True
 
@@ -125,7 +128,8 @@ def _open_append(path: Path) -> Any:
 
 
 class EventLog(Sink):
-    """Appends one JSON line per anomalous frame: time (ISO 8601 UTC), frame, score, threshold, boxes."""
+    """Appends one JSON line per anomalous frame (event "anomaly": time in ISO 8601 UTC, frame, score, threshold, boxes)
+    and one per run event (event "drift" or "drift_cleared", with its message)."""
 
     def __init__(self, path: str | Path, open_file: Callable[[Path], Any] = _open_append) -> None:
         self.path = Path(path)
@@ -140,6 +144,7 @@ class EventLog(Sink):
         if not result.anomalous:
             return
         record = {
+            "event": "anomaly",
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "frame": result.frame.index,
             "score": round(result.score, 6),
@@ -147,6 +152,10 @@ class EventLog(Sink):
             "boxes": result.boxes,
         }
         self._append((json.dumps(record) + "\n").encode("utf-8"))
+        self.events += 1
+
+    def note(self, event: dict[str, Any]) -> None:
+        self._append((json.dumps(event) + "\n").encode("utf-8"))
         self.events += 1
 
     def _append(self, data: bytes) -> None:
