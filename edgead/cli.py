@@ -507,7 +507,11 @@ def doctor():
 @main.command("demo-data")
 @click.argument("out_dir", type=click.Path(file_okay=False), default="demo/data")
 @click.option("--category", "categories", multiple=True, help="Only these categories (brick, grass, gravel).")
-def demo_data(out_dir, categories):
+@click.option("--train", "n_train", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Good training crops per category; the first 40 are always the same, so the rest are unseen good crops of the training area.")
+@click.option("--test-good", "n_test_good", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Good test images per category (more measure a false-alarm rate finer; the training images stay the same).")
+def demo_data(out_dir, categories, n_train, n_test_good):
     """Build the bundled demo dataset (scikit-image CC0 textures with synthetic defects) in MVTec layout."""
     from edgead.kit.demo_data import DEMO_CATEGORIES, make_demo_dataset
 
@@ -515,7 +519,7 @@ def demo_data(out_dir, categories):
     unknown = sorted(set(chosen) - set(DEMO_CATEGORIES))
     if unknown:
         raise ConfigError(f"unknown demo categories {unknown}; choose from {', '.join(DEMO_CATEGORIES)}")
-    for root in make_demo_dataset(Path(out_dir), categories=chosen):
+    for root in make_demo_dataset(Path(out_dir), categories=chosen, n_train=n_train, n_test_good=n_test_good):
         click.echo(str(root))
 
 
