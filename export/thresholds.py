@@ -15,7 +15,7 @@ reduced precision adds to every score), and recorded as such.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class Reference:
 
     good: GoodImages
     outputs: list[ImageOutputs]
+    fold_models: dict = field(default_factory=dict)  # built once, from these outputs, for every engine
 
 
 def reference_outputs(reference: Predictor, good: GoodImages) -> Reference:
@@ -97,7 +98,7 @@ def calibrate_engine(engine: Predictor, reference: Reference, manifest: dict[str
     scores = []
     if fitted:  # as at training: fold banks from the FP32 reference's features, each fold's own outputs scored against them
         scores += list(engine.scoring_head.fold_scores([item.outputs for item in reference.outputs[:fitted]], score, folds, seed,
-                                                       queries=[item.outputs for item in queries[:fitted]]))
+                                                       queries=[item.outputs for item in queries[:fitted]], cache=reference.fold_models))
     scores += [score(i, engine.head(queries[i].outputs)) for i in range(fitted, len(queries))]  # never in the model: the whole of it
     calibration = Calibration.fit(scores, folds, name)
     section = calibration.to_manifest(calibration.threshold(rate))

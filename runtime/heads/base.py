@@ -44,6 +44,7 @@ class Head:
         seed: int,
         queries: Sequence[Mapping[str, np.ndarray]] | None = None,
         progress: Progress = silent_progress,
+        cache: dict | None = None,
     ) -> np.ndarray:
         """(N,) scores of N good images, each by this head refitted without the image's fold (k-fold cross-calibration).
 
