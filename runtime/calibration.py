@@ -30,6 +30,7 @@ import numpy as np
 
 from edgead.errors import ConfigError
 
+SESSION_NOTE = "given for this session (--threshold)"
 DEFAULT_FALSE_ALARM_RATE = 0.01  # per good image
 DEFAULT_FOLDS = 5
 TAIL_FRACTION = 0.2  # of the scores, the largest ones the tail is fitted to
@@ -196,7 +197,8 @@ def choose_threshold(
     engine = engine or {}
     calibration = Calibration.from_manifest(engine.get("calibration")) or Calibration.from_manifest(post.get("calibration"))
     if threshold is not None:
-        return ThresholdChoice(float(threshold), calibration.false_alarm_rate(threshold) if calibration else None), calibration
+        expected = calibration.false_alarm_rate(threshold) if calibration else None  # what the calibration expects of it
+        return ThresholdChoice(float(threshold), expected, False, SESSION_NOTE), calibration
     if false_alarm_rate is not None:
         if calibration is None:
             raise ConfigError("this model has no cross-calibrated scores to choose a threshold by false-alarm rate: "

@@ -11,6 +11,7 @@ import numpy as np
 from edgead import metrics
 from edgead.errors import DataError
 from edgead.progress import Progress, silent_progress
+from edgead.runtime.calibration import SESSION_NOTE
 from edgead.runtime.datasets import Dataset, Sample, load_mask
 from edgead.runtime.images import read_image
 from edgead.runtime.postprocess import resize_map
@@ -80,9 +81,12 @@ def evaluate(
     result["false_alarm_rate"] = float(flagged[good].mean())
     choice = getattr(predictor, "threshold_choice", None)
     if choice is not None and choice.rate is not None:
-        result["false_alarm_rate_target"] = float(choice.rate)
+        result["false_alarm_rate_target"] = float(choice.rate)  # asked for, or (a --threshold) what the calibration expects
     result["miss_rate"] = float((~flagged[bad]).mean())
-    target = f", calibrated for {choice.rate:g}" if choice is not None and choice.rate is not None else ""
+    target = ""
+    if choice is not None and choice.rate is not None:
+        given = choice.note == SESSION_NOTE
+        target = f", the calibration expects {choice.rate:.3g}" if given else f", calibrated for {choice.rate:g}"
     notes.append(
         f"at threshold {predictor.threshold:.4f}: {int(flagged[good].sum())} of {int(good.sum())} good test images flagged "
         f"(false-alarm rate {result['false_alarm_rate']:.3f}{target}), {int((~flagged[bad]).sum())} of {int(bad.sum())} defective images passed"
