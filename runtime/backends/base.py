@@ -73,7 +73,7 @@ def _engine_for(artifact: Artifact, backend: str, precision: str | None, device:
 
 TENSORRT_MISSING = (
     "TensorRT is not installed here: it comes with JetPack on a Jetson, or from NVIDIA "
-    "(`pip install tensorrt cuda-python`) on a machine with an NVIDIA GPU and driver; "
+    "(`pip install 'edgead[tensorrt]'`) on a machine with an NVIDIA GPU and driver; "
     "TensorRT engines are then built on that machine with `edgead export --engine fp16`"
 )
 
