@@ -216,6 +216,7 @@ def write_artifact(path: str | os.PathLike, manifest: dict[str, Any], members: d
     except OSError as exc:
         raise ArtifactError(f"cannot write {path}: {exc}; pick another --out") from None
     try:
+        os.fchmod(fd, file_mode(path))  # mkstemp makes 0600: a service user could not read the model
         with os.fdopen(fd, "wb") as handle:
             with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
                 archive.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
@@ -231,6 +232,21 @@ def write_artifact(path: str | os.PathLike, manifest: dict[str, Any], members: d
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(path: Path) -> int:
+    """Permission bits for a file written at `path`: the mode of the file it replaces, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -41,10 +42,27 @@ class EdgeADGroup(click.Group):
             sys.exit(130)
 
 
+class StderrLog(logging.Handler):
+    """Warnings of every module as one line on the current stderr: `warning: ...` (looked up at each record)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(handler, StderrLog) for handler in root.handlers):
+        root.addHandler(StderrLog(logging.WARNING))
+
+
 @click.group(cls=EdgeADGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgead")
 def main() -> None:
     """Train anomaly detectors on good images, evaluate them, and score new images."""
+    _log_to_stderr()  # the runtime's warnings (a slow engine, odd frames, reconnections) reach the user
 
 
 def _progress(quiet: bool):
@@ -53,23 +71,45 @@ def _progress(quiet: bool):
     return silent_progress if quiet else bar_progress
 
 
-def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None, streams: int = 1, threshold=None):
+def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None,
+                    streams: int = 1, threshold=None, false_alarm_rate=None):
     from edgead.artifact import read_artifact
     from edgead.runtime.predictor import Predictor, tiling_from
     from edgead.workspace import resolve_model
 
+    if threshold is not None and false_alarm_rate is not None:
+        raise ConfigError("give --threshold or --false-alarm-rate, not both")
     artifact = read_artifact(resolve_model(model))
     tiling = tiling_from(artifact.manifest, tile, stride)
-    return Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams, threshold=threshold)
+    predictor = Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams,
+                          threshold=threshold, false_alarm_rate=false_alarm_rate)
+    from edgead.runtime.backends.base import slow_engine_warning
+
+    slow = slow_engine_warning(predictor.backend)
+    if slow:
+        click.echo(f"warning: {slow}", err=True)
+    if predictor.threshold_choice.stale:
+        click.echo(f"warning: the threshold {predictor.threshold:.4f} was {predictor.threshold_choice.stale}", err=True)
+    if predictor.threshold_choice.extrapolated and false_alarm_rate is not None:
+        click.echo(f"note: {predictor.threshold_choice.note}", err=True)
+    return predictor
 
 
 model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
 backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference backend (default: the first that runs: TensorRT, ONNX Runtime, TorchScript).")
-device_option = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+def _device(ctx, param, value):
+    from edgead.runtime.devices import parse_device
+
+    return parse_device(value)
+
+
+device_option = click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N.")
 
 
 def tiling_options(command):
-    """--tile/--stride (frame pixels), --streams and --threshold, for every command that scores frames."""
+    """--tile/--stride (frame pixels), --streams, --threshold and --false-alarm-rate, for every command that scores frames."""
+    command = click.option("--false-alarm-rate", type=float, default=None,
+                           help="Threshold for this share of good images flagged (e.g. 0.001), from the model's calibration, instead of the model's threshold.")(command)
     command = click.option("--threshold", type=float, default=None, help="Image threshold for this run instead of the model's (scores above it are NG).")(command)
     command = click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True, help="CUDA streams the patch scheduler keeps busy (GPU backends).")(command)
     command = click.option("--stride", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size, or the model's).")(command)
@@ -84,6 +124,7 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 TRAIN_FLAGS = {
     "backbone": "--backbone", "image_size_px": "--image-size", "coreset_fraction": "--coreset", "coreset_count": "--coreset",
     "k": "--k", "feature_dim": "--feature-dim", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
+    "false_alarm_rate": "--false-alarm-rate", "folds": "--folds",
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
     "epochs": "--epochs", "map_upsample": "--map-upsample", "reflect_pad_px": "--reflect-pad", "patch_cells": "--patch-cells",
     "pool_zero_pad": "--pool-border",
@@ -106,7 +147,11 @@ def _methods() -> list[str]:
 @click.option("--coreset", default=None, help="Memory bank size: a fraction of all patch features (default 0.1) or a count (5000).")
 @click.option("--k", type=int, default=None, help="Nearest neighbours averaged per patch score (default 1).")
 @click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
-@click.option("--holdout", "holdout_fraction", type=float, default=None, help="Fraction of good images held out to calibrate the threshold (default 0.1).")
+@click.option("--false-alarm-rate", type=float, default=None,
+              help="Share of good images the threshold may flag, per image (default 0.01 = 1 in 100); a rate below 1/N (N good images) is extrapolated.")
+@click.option("--folds", type=click.IntRange(min=2), default=None, help="Cross-calibration folds: each good image is scored by a model built without its fold (default 5).")
+@click.option("--holdout", "holdout_fraction", type=float, default=None,
+              help="Fraction of good images kept out of the bank (default 0: cross-calibration scores every image without itself).")
 @click.option("--tile", "tile_px", type=click.IntRange(min=16), default=None, help="Cut images into tiles of this many pixels (for frames much larger than --image-size).")
 @click.option("--stride", "stride_px", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size).")
 @click.option("--score-quantile", type=float, default=None, help="Image score = this quantile of the anomaly map (e.g. 0.99) instead of its maximum.")
@@ -115,10 +160,10 @@ def _methods() -> list[str]:
 @click.option("--reflect-pad", "reflect_pad_px", type=click.IntRange(min=0), default=None, help="Mirror the input by this many pixels per side before the backbone, multiple of 16 (default 0 = off).")
 @click.option("--patch-cells", type=click.IntRange(min=1), default=None, help="Neighbourhood averaged around each feature cell, in cells, odd (default 3).")
 @click.option("--pool-border", "pool_zero_pad", type=click.Choice(["exclude", "zero"]), default=None, callback=lambda _c, _p, v: None if v is None else v == "zero", help="Neighbourhood average at the feature map's border: count the outside as zeros (default, as anomalib) or leave it out.")
-@click.option("--batch-size", type=int, default=None, help="Images per batch (default 8).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per batch (default 8).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")
-@click.option("--device", default="cpu", show_default=True, help="Where training runs: cpu, cuda or cuda:N.")
+@click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option
 def train(data_dir, method, out, weights, device, resume, quiet, coreset, **options):
@@ -138,6 +183,8 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
         options.update(parse_coreset(coreset))
     config = build_config(detector, options, TRAIN_FLAGS)
     dataset = open_dataset(data_dir)
+    for warning in dataset.warnings:
+        click.echo(f"warning: {warning}", err=True)
     from edgead.export.bundle import write_trained
     from edgead.workspace import remember_model
 
@@ -171,7 +218,7 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
         p = engine["parity"]
         click.echo(
             f"  engine {name}: max output diff {p['max_rel_output_diff']:.2e} (rel), "
-            f"max score diff {p['max_rel_score_diff']:.2e} (rel) on {p['images']} held-out images"
+            f"max score diff {p['max_rel_score_diff']:.2e} (rel) on {p['images']} good images stored in the model"
         )
     click.echo(f"wrote {path} (the default model for later commands in this folder)")
 
@@ -185,15 +232,15 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @tiling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
-@click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the held-out calibration's).")
+@click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the false-alarm-rate calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, as_json, report, adopt_threshold, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
 
     dataset = open_dataset(data_dir)
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -218,7 +265,8 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
     if adopt_threshold:
         from edgead.runtime.threshold import adopt_threshold as adopt
 
-        value = adopt(predictor.artifact, result.metrics["image_f1_max_threshold"], data_dir, result.metrics["image_f1_max"])
+        value = adopt(predictor.artifact, result.metrics["image_f1_max_threshold"], data_dir, result.metrics["image_f1_max"],
+                      engine=predictor.backend.engine)
         click.echo(f"threshold {value:.4f} (F1-max {result.metrics['image_f1_max']:.4f} on {data_dir}) written to {predictor.artifact.path}", err=as_json)
 
 
@@ -231,17 +279,24 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @precision_option
 @tiling_options
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
+    if summary["failed"]:
+        from edgead.errors import DataError
+
+        raise DataError(
+            f"{summary['failed']} of {len(jobs)} images could not be read and were not scored (each has its reason in "
+            f"predictions.jsonl; first: {summary['first_error']})"
+        )
 
 
 def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int, int]:
@@ -291,13 +346,21 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     for note in result.notes:
         click.echo(f"note: {note}")
     first = result.engines[0]["parity"]
-    click.echo(f"parity against {first['reference']} on {first['images']} held-out good images (largest differences, relative):")
-    click.echo(f"{'engine':32s} {'device':6s} {'outputs':>10s} {'scores':>10s}")
+    click.echo(f"parity against {first['reference']} on {first['images']} good images stored in the model (largest differences, relative):")
+    click.echo(f"{'engine':32s} {'device':6s} {'outputs':>10s} {'scores':>10s} {'threshold':>10s}")
     for entry in result.engines:
         p = entry["parity"]
         graph = p.get("graphs", {}).get(entry["graph"], p)
         name = f"{entry['graph']}: {entry['format']}/{entry['precision']}"
-        click.echo(f"{name:32s} {p['device']:6s} {graph['max_rel_output_diff']:10.2e} {p['max_rel_score_diff']:10.2e}")
+        own = f"{entry['threshold']:10.4f}" if "threshold" in entry else f"{'':>10s}"
+        click.echo(f"{name:32s} {p['device']:6s} {graph['max_rel_output_diff']:10.2e} {p['max_rel_score_diff']:10.2e} {own}")
+    calibrated = [e for e in result.engines if "calibration" in e]
+    if calibrated:
+        section = calibrated[0]["calibration"]
+        click.echo(
+            f"thresholds: each engine's own, for a false-alarm rate of {section['false_alarm_rate']:g} ({section['method']}, "
+            f"through its own outputs, on {section['images_from']}); the model's FP32 threshold is {result.model_threshold:.4f}"
+        )
     if result.aurocs:
         click.echo("image AUROC on " + str(check_dir) + ": " + ", ".join(f"{k} {v:.4f}" for k, v in result.aurocs.items()))
     for problem in result.problems:
@@ -310,9 +373,9 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
 @backend_option
 @device_option
 @precision_option
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--iterations", type=int, default=50, show_default=True)
-@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
 def bench(model, backend, device, precision, batch, iterations, warmup):
     """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
     from edgead.runtime.latency import measure_latency
@@ -341,11 +404,9 @@ def enroll(inputs, model, backend, device, out, quiet):
     with _open_predictor(model, backend, device) as predictor:
         target = Path(out) if out else predictor.artifact.path
         summary = enroll_images(predictor, paths, target, progress=_progress(quiet))
-    click.echo(
-        f"enrolled {summary['images']} images: bank {summary['bank_before']} -> {summary['bank_after']} features "
-        f"({summary['new_features_kept']} new), coreset radius {summary['radius']:.4f}"
-    )
-    click.echo(f"wrote {target}")
+    click.echo(f"enrolled {summary.images} good images into {target}")
+    for line in summary.lines():
+        click.echo(f"  {line}")
 
 
 @main.command()
@@ -365,13 +426,15 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Stop after this many frames.")
 @click.option("--report-every", "report_every_s", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between FPS and latency reports on stderr.")
 @click.option("--min-box-area", "min_box_area_px", type=click.FloatRange(min=0), default=16, show_default=True, help="Smallest anomalous region that gets a box, in frame pixels.")
+@click.option("--drift-window", "drift_frames", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Frames whose median score is compared with the good calibration to detect drift (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
-    import logging
     import signal
     from contextlib import ExitStack
 
+    from edgead.runtime.drift import DriftMonitor
     from edgead.runtime.live import run_live
     from edgead.runtime.sinks import AnomalySaver, EventLog, VideoSink
     from edgead.runtime.sources import open_source
@@ -379,14 +442,13 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
     given = [s for s in (uri, camera, video, images) if s is not None]
     if len(given) != 1:
         raise ConfigError("give exactly one source: --camera N, --video PATH, --images DIR or a URI such as rtsp://host/stream")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")  # reconnections show on stderr
 
     def stop(signum, frame):  # `systemctl stop` ends the run like Ctrl-C: files are closed and valid
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:
@@ -396,9 +458,12 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
         if save_anomalies:
             sinks.append(stack.enter_context(AnomalySaver(save_anomalies)))
         click.echo(f"scoring {source.name} with {predictor.describe()}; Ctrl-C stops", err=True)
+        drift = DriftMonitor.for_predictor(predictor, drift_frames) if drift_frames else None
+        if drift_frames and drift is None:
+            click.echo("note: no drift watch: the model has no calibration scores (re-train it with this edgead)", err=True)
         summary = run_live(
             predictor, source, sinks, headless=headless, report_every_s=report_every_s, max_frames=max_frames,
-            on_stats=lambda stats: click.echo(stats.line(), err=True), min_box_area_px=min_box_area_px,
+            on_stats=lambda stats: click.echo(stats.line(), err=True), min_box_area_px=min_box_area_px, drift=drift,
         )
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
@@ -408,6 +473,31 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
     for label, path in (("events", events), ("video", save_video), ("anomalous frames", save_anomalies)):
         if path:
             click.echo(f"{label}: {path}", err=as_json)
+
+
+@main.command()
+@click.argument("source")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the PNG frames (created if needed).")
+@click.option("--count", type=click.IntRange(min=1), default=100, show_default=True, help="Frames to save.")
+@click.option("--every", "every_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds between saved frames (source time: the position in a video), to spread them over the run.")
+def capture(source, out, count, every_s):
+    """Save good frames from SOURCE (a camera index, a video, a URI: what `run` reads) as lossless PNGs for train or enroll."""
+    from edgead.runtime.capture import capture_frames
+    from edgead.runtime.sources import open_source
+
+    with open_source(source) as opened:
+        click.echo(f"capturing {count} frames from {opened.name}" + (f", one every {every_s:g} s" if every_s else "") + "; Ctrl-C stops", err=True)
+        summary = capture_frames(opened, Path(out), count, every_s)
+    if not summary.saved:
+        raise ConfigError(f"{source} gave no frame: nothing was captured")
+    sizes = ", ".join(f"{w}x{h}" for h, w in summary.sizes_hw)
+    click.echo(f"captured {len(summary.saved)} frames ({sizes} px, as decoded for `edgead run`) of {summary.frames_seen} read, into {out}")
+    if summary.stopped_by == "end" and len(summary.saved) < count:
+        click.echo(f"note: the source ended before {count} frames", err=True)
+    if len(summary.sizes_hw) > 1:
+        click.echo("warning: the frames have different sizes: the camera or stream changed resolution during the capture", err=True)
+    click.echo(f"next: check they are all good, then `edgead train {out}` (a new model) or `edgead enroll {out}` (add them to the model)")
 
 
 @main.command()
@@ -422,7 +512,11 @@ def doctor():
 @main.command("demo-data")
 @click.argument("out_dir", type=click.Path(file_okay=False), default="demo/data")
 @click.option("--category", "categories", multiple=True, help="Only these categories (brick, grass, gravel).")
-def demo_data(out_dir, categories):
+@click.option("--train", "n_train", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Good training crops per category; the first 40 are always the same, so the rest are unseen good crops of the training area.")
+@click.option("--test-good", "n_test_good", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Good test images per category (more measure a false-alarm rate finer; the training images stay the same).")
+def demo_data(out_dir, categories, n_train, n_test_good):
     """Build the bundled demo dataset (scikit-image CC0 textures with synthetic defects) in MVTec layout."""
     from edgead.kit.demo_data import DEMO_CATEGORIES, make_demo_dataset
 
@@ -430,7 +524,7 @@ def demo_data(out_dir, categories):
     unknown = sorted(set(chosen) - set(DEMO_CATEGORIES))
     if unknown:
         raise ConfigError(f"unknown demo categories {unknown}; choose from {', '.join(DEMO_CATEGORIES)}")
-    for root in make_demo_dataset(Path(out_dir), categories=chosen):
+    for root in make_demo_dataset(Path(out_dir), categories=chosen, n_train=n_train, n_test_good=n_test_good):
         click.echo(str(root))
 
 

@@ -36,7 +36,12 @@ class PatchCoreConfig:
     coreset_count: int | None = None
     projection_dim: int = 64
     k: int = 1
-    holdout_fraction: float = 0.1
+    # good images kept out of the bank (0: none; cross-calibration scores every image without itself)
+    holdout_fraction: float = 0.0
+    # the threshold: this share of good images (per image) is expected above it, estimated by k-fold
+    # cross-calibration of all good images and an exponential tail (runtime/calibration.py)
+    false_alarm_rate: float = 0.01
+    folds: int = 5
     blur_sigma_px: float = 4.0
     # patch scores -> map: "bilinear" or "nearest" (each cell's score as a block) before the blur
     map_upsample: str = "bilinear"
@@ -68,6 +73,10 @@ class PatchCoreConfig:
             raise ConfigError(f"k must be >= 1, got {self.k}")
         if not 0 <= self.holdout_fraction < 1:
             raise ConfigError(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
+        if not 0 < self.false_alarm_rate < 1:
+            raise ConfigError(f"false-alarm rate must be between 0 and 1 (e.g. 0.01 = 1 good image in 100 flagged), got {self.false_alarm_rate}")
+        if self.folds < 2:
+            raise ConfigError(f"cross-calibration needs at least 2 folds, got {self.folds}")
         if self.score_quantile is not None and not 0 < self.score_quantile < 1:
             raise ConfigError(f"score quantile must be between 0 and 1 (e.g. 0.99), got {self.score_quantile}")
         if self.blur_sigma_px < 0:

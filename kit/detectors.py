@@ -11,6 +11,15 @@ A detector module (kit/<detector>.py) defines `DETECTOR`, an object with:
   on), `artifact_parts()` -> (manifest, members) without engines, and `summary(manifest)` -> lines
   that `edgead train` prints;
 - `load_graphs(artifact)` -> the eager modules rebuilt from the artifact's own config and weights.
+
+Thresholds: `fit` sets the manifest's `postprocess` threshold and calibration with
+`edgead.kit.eager.calibrate_good_images` (config fields `false_alarm_rate`, `folds`, `seed`; defaults where
+a config lacks them), which scores good images through the runtime's Predictor and the detector's head.
+Cross-calibration needs each fold scored by a model built without it: that hook is the head's
+`fold_scores` (`refits_per_fold = True`; the kNN head builds fold banks from the other folds' features,
+so export and enroll can recalibrate without torch). A head without it (a learned model would have to be
+retrained per fold) falls back to the held-out good images (`holdout_fraction`), or, with none held out,
+to the training images' own, optimistic scores — recorded in the manifest and warned.
 """
 
 from __future__ import annotations

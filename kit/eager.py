@@ -7,6 +7,7 @@ the numbers the deployed path will produce.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,12 @@ import torch
 from edgead.artifact import Artifact
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.backends.base import Backend
+from edgead.runtime.calibration import DEFAULT_FALSE_ALARM_RATE, DEFAULT_FOLDS, postprocess_section
+from edgead.runtime.crossval import ImageOutputs, collect_outputs, image_scorer
 from edgead.runtime.images import read_image
 from edgead.runtime.predictor import Predictor
+
+log = logging.getLogger(__name__)
 
 
 class EagerBackend(Backend):
@@ -67,3 +72,53 @@ def score_good_images(
                     pixels.append(prediction.anomaly_map.ravel())
                 advance(len(images))
     return np.array(scores, dtype=np.float64), np.concatenate(pixels)
+
+
+def calibrate_good_images(
+    manifest: dict[str, Any],
+    members: dict[str, bytes],
+    graphs: Mapping[str, torch.nn.Module],
+    bank_paths: Sequence[str | Path],
+    holdout_paths: Sequence[str | Path],
+    config: Any,
+    progress: Progress = silent_progress,
+    outputs: Sequence[ImageOutputs] | None = None,
+) -> dict[str, Any]:
+    """The manifest's threshold and calibration (merged into `postprocess`) for any detector, scored as deployed.
+
+    bank_paths: the good images the model was fitted on; holdout_paths: good images kept out of it.
+    `config` gives false_alarm_rate, folds and seed (detectors without those fields get the defaults).
+    `outputs`: the main graph's outputs of bank_paths where training already computed them.
+
+    Where the head refits per fold (`Head.refits_per_fold`: the kNN head builds each fold's bank from the
+    other folds' features), every fitted image is scored by a model built without its fold: k-fold
+    cross-calibration, no image held out. A learned head cannot be refitted without retraining k times;
+    its fallback is the held-out images scored by the whole model, and with none held out the fitted
+    images themselves, in-sample: optimistic scores, a low threshold, recorded and warned as such.
+    """
+    rate = float(getattr(config, "false_alarm_rate", DEFAULT_FALSE_ALARM_RATE))
+    folds = int(getattr(config, "folds", DEFAULT_FOLDS))
+    seed = int(getattr(config, "seed", 0))
+    artifact = Artifact(Path("<training>"), manifest, members)
+    medians: list[float] = []
+    with Predictor(artifact, eager_backends(artifact, graphs), threshold=float("inf")) as predictor:
+        if predictor.scoring_head.refits_per_fold and len(bank_paths) >= 2:
+            if outputs is None:
+                outputs = collect_outputs(predictor, [read_image(p) for p in bank_paths], progress)
+            score = image_scorer(predictor, [item.layout for item in outputs], medians)
+            scores = list(predictor.scoring_head.fold_scores([item.outputs for item in outputs], score, folds, seed, progress=progress))
+            used_folds = folds
+        else:
+            scores, used_folds = [], 1 if holdout_paths else 0
+            if not holdout_paths:
+                log.warning("the %s head cannot be cross-calibrated and no good images were held out: the threshold comes from the "
+                            "training images' own scores, which are optimistic (expect more false alarms than %g); hold some out "
+                            "(--holdout 0.2)", predictor.scoring_head.name, rate)
+        scored = list(holdout_paths) if used_folds else list(bank_paths)
+        with progress("calibrate", len(scored)) as advance:
+            for path in scored:  # held out (or, in-sample, fitted) images: scored by the whole model, as deployed
+                prediction = predictor.predict([read_image(path)])[0]
+                scores.append(prediction.score)
+                medians.append(float(np.median(prediction.anomaly_map)))
+                advance(1)
+    return postprocess_section(scores, rate, used_folds, "eager/fp32", float(np.median(medians)), len(holdout_paths))

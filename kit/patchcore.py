@@ -19,14 +19,17 @@ from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, graph_spec
 from edgead.progress import Progress, silent_progress
 from edgead.kit.backbones import build_backbone
 from edgead.kit.bank import fit_bank
-from edgead.kit.eager import score_good_images
+from edgead.kit.eager import calibrate_good_images
 from edgead.kit.features import PatchFeatureModel
+from edgead.runtime.framecheck import ImageGeometry
 from edgead.runtime.images import read_image
-from edgead.runtime.postprocess import calibrate
-from edgead.runtime.predictor import Tiling, prepare_batch
+from edgead.runtime.calibration import describe
+from edgead.runtime.crossval import ImageOutputs
+from edgead.runtime.predictor import Batch, Tiling, prepare_batch
 from edgead.runtime.preprocess import stack_batch
 
 WEIGHTS_MEMBER = "weights.safetensors"
+FEATURES_OUTPUT = "features"  # the feature graph's one output, which the kNN head reads
 BANK_MEMBER = "memory_bank.npy"
 PARITY_IMAGES = 8  # good images stored in the model to check engines on, here and on the device
 
@@ -38,13 +41,14 @@ class TrainedPatchCore:
     config: PatchCoreConfig
     model: PatchFeatureModel
     bank: np.ndarray
-    calibration: dict[str, float]
+    calibration: dict  # the postprocess section: threshold, statistics, cross-calibration
     coreset_radius: float
     n_patch_features: int
     grid: tuple[int, int]
     bank_images: list[str] = field(default_factory=list)
     holdout_images: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    image_geometry: dict | None = None  # sizes of the training images (ImageGeometry.to_manifest())
 
     @property
     def graphs(self) -> dict[str, PatchFeatureModel]:
@@ -65,8 +69,7 @@ class TrainedPatchCore:
         return [
             f"memory bank: {bank['count']} of {bank['patch_features_seen']} patch features x {bank['dim']} (fp16), "
             f"coreset radius {bank['coreset_radius']:.4f}",
-            f"threshold: {post['image_threshold']:.4f} from {post['holdout_images']} held-out good images",
-        ]
+        ] + describe(post)
 
 
 def build_feature_model(config: PatchCoreConfig, weights: Path | None = None, pretrained: bool = True) -> PatchFeatureModel:
@@ -80,20 +83,27 @@ def tiling_of(config: PatchCoreConfig) -> Tiling | None:
 
 
 def extract_features(
-    model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str
+    model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
+    shapes: list | None = None,
 ) -> np.ndarray:
-    """Patch features (N, C, h, w) float32 of the images at `paths` (of their tiles when tiling), in batches."""
-    return np.concatenate([features for _, features in _feature_batches(model, paths, config, progress, label)])
+    """Patch features (N, C, h, w) float32 of the images at `paths` (of their tiles when tiling), in batches.
+
+    `shapes`, when given, receives the (H, W, 3) shape of every image read.
+    """
+    return np.concatenate([features for _, features in _feature_batches(model, paths, config, progress, label, shapes)])
 
 
 @torch.inference_mode()  # torch applies it around every step of the generator
-def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str):
+def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
+                     shapes: list | None = None):
     """(Batch, features) per batch of images, prepared exactly as the runtime prepares frames."""
     size = (config.image_size_px, config.image_size_px)
     tiling = tiling_of(config)
     with progress(label, len(paths)) as advance:
         for start in range(0, len(paths), config.batch_size):
             images = [read_image(p) for p in paths[start : start + config.batch_size]]
+            if shapes is not None:
+                shapes.extend(image.shape for image in images)
             batch = prepare_batch(images, size, tiling)
             device = next(model.parameters()).device
             yield batch, model(torch.from_numpy(batch.images).to(device)).cpu().numpy()
@@ -101,17 +111,29 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
 
 
 def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
-    """Good images for the bank, and good images held out to calibrate scores."""
+    """Good images for the bank, and good images held out of it (none by default: cross-calibration needs none)."""
     paths = list(paths)
     if len(paths) < 2:
-        raise DataError(
-            f"training needs at least 2 good images (one is held out to calibrate the threshold), found {len(paths)}"
-        )
+        raise DataError(f"training needs at least 2 good images (to calibrate the threshold), found {len(paths)}")
     n_holdout = 0 if config.holdout_fraction == 0 else max(1, round(config.holdout_fraction * len(paths)))
+    n_holdout = min(n_holdout, len(paths) - 2)  # cross-calibration needs two bank images
     order = np.random.default_rng(config.seed).permutation(len(paths))
     holdout = sorted(order[:n_holdout])
     bank = sorted(order[n_holdout:])
     return [paths[i] for i in bank], [paths[i] for i in holdout]
+
+
+def _per_image(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
+               shapes: list) -> list[tuple[Batch, np.ndarray]]:
+    """Per image: its layout (one frame; its tiles when tiling) and its features (T, C, h, w), extracted once."""
+    out = []
+    for batch, features in _feature_batches(model, paths, config, progress, label, shapes):
+        if not batch.tiles:
+            out += [(Batch(np.empty(0, np.uint8)), features[i : i + 1]) for i in range(features.shape[0])]
+        else:
+            out += [(Batch(np.empty(0, np.uint8), [(0, count, origins, hw)]), features[first : first + count])
+                    for first, count, origins, hw in batch.tiles]
+    return out
 
 
 def fit_patchcore(
@@ -121,10 +143,10 @@ def fit_patchcore(
     progress: Progress = silent_progress,
     device: str = "cpu",
 ) -> TrainedPatchCore:
-    """Train on good images: stream features (extracted on `device`) into the coreset bank, calibrate on held-out images.
+    """Train on good images: extract once (on `device`), subsample into the bank with the streaming
+    coreset (bounded time, on the GPU with CuPy when `device` is one), cross-calibrate the threshold on every image.
 
-    Features never sit in one array: each batch goes to the streaming coreset (on the GPU with CuPy
-    when `device` is one), so memory stays at one sampler chunk plus the bank.
+    The per-image features are kept for the cross-calibration's fold banks.
     """
     from edgead.kit.training import resolve_device
 
@@ -133,11 +155,11 @@ def fit_patchcore(
     device = resolve_device(device)
     model = build_feature_model(config, weights=weights).to(device)
     bank_paths, holdout_paths = split_holdout(train_paths, config)
-    streamed = _feature_batches(model, bank_paths, config, progress, "features + coreset")
-    batches = ((len(batch.tiles) or len(batch.images), features) for batch, features in streamed)
+    shapes: list = []
+    per_image = _per_image(model, bank_paths, config, progress, "features", shapes)
     fitted = fit_bank(
-        batches, len(bank_paths), config.coreset_fraction, config.coreset_count, config.projection_dim, config.seed,
-        str(device),
+        ((features.shape[0], features) for _, features in per_image), len(bank_paths), config.coreset_fraction,
+        config.coreset_count, config.projection_dim, config.seed, str(device),
     )
     model.cpu()  # the artifact's weights and the calibration's eager backend are on the CPU
     subsampled = time.perf_counter()
@@ -151,12 +173,12 @@ def fit_patchcore(
         grid=fitted.grid,
         bank_images=[str(p) for p in bank_paths],
         holdout_images=[str(p) for p in holdout_paths],
+        image_geometry=ImageGeometry.of(shapes).to_manifest(),
     )
-    # scored as deployed (the runtime's head and maps); with no hold-out the bank's own images calibrate:
-    # their scores are optimistic, the threshold low
     manifest, members = to_artifact_parts(trained)
-    scores, pixels = score_good_images(manifest, members, trained.graphs, holdout_paths or bank_paths, progress, "calibrate", config.batch_size)
-    trained.calibration = calibrate(scores, pixels)
+    # k-fold cross-calibration through the runtime's kNN head and maps, from the features already extracted
+    outputs = [ImageOutputs(layout, {FEATURES_OUTPUT: features}) for layout, features in per_image]
+    trained.calibration = calibrate_good_images(manifest, members, trained.graphs, bank_paths, holdout_paths, config, progress, outputs)
     trained.timings_s = {
         "features": subsampled - started - fitted.coreset_s,
         "coreset": fitted.coreset_s,
@@ -171,6 +193,7 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
 
     cfg = trained.config
     model = trained.model
+    images_dir = os.path.commonpath([str(Path(p).resolve().parent) for p in trained.bank_images + trained.holdout_images])
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     h, w = trained.grid
     manifest = {
@@ -204,10 +227,10 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
             MAIN_GRAPH: graph_spec(
                 MAIN_GRAPH,
                 {"images": (("batch", cfg.image_size_px, cfg.image_size_px, 3), "uint8")},
-                {"features": (("batch", model.out_channels, h, w), "float32")},
+                {FEATURES_OUTPUT: (("batch", model.out_channels, h, w), "float32")},
             ).to_dict()
         },
-        "head": {"name": "knn", "graph": MAIN_GRAPH, "output": "features"},
+        "head": {"name": "knn", "graph": MAIN_GRAPH, "output": FEATURES_OUTPUT},
         "memory_bank": {
             "member": BANK_MEMBER,
             "count": int(trained.bank.shape[0]),
@@ -228,11 +251,14 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
         },
         "weights": {"member": WEIGHTS_MEMBER, "format": "safetensors"},
         "training": {
-            # INT8 calibration defaults to these good images when they are still on this machine
-            "images_dir": os.path.commonpath([str(Path(p).resolve().parent) for p in trained.bank_images + trained.holdout_images]),
+            # INT8 calibration and per-engine thresholds default to these good images when they are still on this machine
+            "images_dir": images_dir,
+            "images": [os.path.relpath(Path(p).resolve(), images_dir) for p in trained.bank_images + trained.holdout_images],
             "bank_images": len(trained.bank_images),
             "holdout_images": trained.holdout_images,
             "timings_s": trained.timings_s,
+            # frames far from these sizes are scored with a warning (runtime/framecheck.py)
+            **({"image_geometry": trained.image_geometry} if trained.image_geometry else {}),
         },
         "engines": [],
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +43,14 @@ def greedy_coreset(
     projection_dim: int = 64,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    measure_radius: bool = True,
 ) -> Coreset:
     """Pick `target` rows of `features` (N, C) by farthest-point sampling over all of them.
 
     Distances are computed in a random Gaussian projection to `projection_dim` channels
     (Johnson–Lindenstrauss) to make each step a cheap matrix-vector product; the reported
-    radius is exact, measured in the original space. `progress(n)` is called with steps done.
+    radius is exact, measured in the original space (NaN with measure_radius=False, which saves a
+    kNN pass over every feature). `progress(n)` is called with steps done.
     """
     features = np.ascontiguousarray(features, dtype=np.float32)
     n = _check_features(features)
@@ -56,7 +59,8 @@ def greedy_coreset(
     rng = np.random.default_rng(seed)
     projected = project(features, random_projection(features.shape[1], projection_dim, rng), np)
     selected = greedy_picks(projected, target, int(rng.integers(n)), np, progress)
-    return Coreset(indices=selected, radius=coverage_radius(features, features[selected]))
+    radius = coverage_radius(features, features[selected]) if measure_radius else float("nan")
+    return Coreset(indices=selected, radius=radius)
 
 
 def chunked_coreset(
@@ -310,6 +314,13 @@ def greedy_picks(
     if progress is not None and target % report_every:
         progress(target % report_every)
     return (selected, radii) if with_radii else selected
+
+
+def coreset_target(settings: dict[str, Any], n_features: int) -> int:
+    """Bank size for `n_features` under a manifest's `memory_bank.coreset` (a fraction or a count)."""
+    if settings.get("count") is not None:
+        return min(int(settings["count"]), n_features)
+    return max(1, min(n_features, round(float(settings["fraction"]) * n_features)))
 
 
 def coverage_radius(features: np.ndarray, coreset: np.ndarray, chunk: int = 16384) -> float:

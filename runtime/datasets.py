@@ -38,6 +38,7 @@ class Dataset:
     layout: str  # "mvtec" | "folder"
     train: tuple[Path, ...]
     test: tuple[Sample, ...]
+    warnings: tuple[str, ...] = ()  # what looks wrong about the layout, for the user to read before training
 
     @property
     def has_masks(self) -> bool:
@@ -61,7 +62,8 @@ def open_dataset(root: str | Path) -> Dataset:
         where = root / "train" / GOOD if layout == "mvtec" else root
         raise DataError(f"no training image found in {where} — {_LAYOUT_HELP}")
     test = _test_samples(root, masks_required)
-    return Dataset(root=root, layout=layout, train=tuple(train), test=tuple(test))
+    warnings = _looks_like_test_data(root) if layout == "folder" else []
+    return Dataset(root=root, layout=layout, train=tuple(train), test=tuple(test), warnings=tuple(warnings))
 
 
 def load_mask(sample: Sample, image_hw: tuple[int, int]) -> np.ndarray:
@@ -83,6 +85,22 @@ def _plain_train_images(root: Path) -> list[Path]:
         path
         for path in find_images(root)
         if path.relative_to(root).parts[0] not in _SPECIAL_FOLDERS
+    ]
+
+
+def _looks_like_test_data(root: Path) -> list[str]:
+    """A plain folder laid out like MVTec's test/ (good/ beside defect folders): its defects would train as good."""
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in _SPECIAL_FOLDERS)
+    others = [name for name in folders if name != GOOD and find_images(root / name)]
+    masks = root.parent / "ground_truth"
+    labelled = [name for name in others if (masks / name).is_dir()]
+    if not ((GOOD in folders and others) or labelled or (root.name == "test" and others)):
+        return []
+    shown = ", ".join(f"{name}/" for name in others[:4]) + (", ..." if len(others) > 4 else "")
+    return [
+        f"{root} looks like test data: {'good/ beside ' if GOOD in folders else ''}{shown} — every image in it, "
+        f"defects included, is trained on as a good image. Train on the category folder (its train/good/), "
+        f"or on a folder that holds good images only."
     ]
 
 

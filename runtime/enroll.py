@@ -1,10 +1,17 @@
-"""Enroll new good images on the device: their patch features join the bank, re-subsampled; no engine rebuild."""
+"""Enroll new good images on the device: their patch features join the bank, re-subsampled, and the threshold is recalibrated.
+
+No engine rebuild and no torch. The new images are cross-calibrated like the training images were:
+each fold of them scored against the old bank plus the other folds' features, subsampled with the
+model's coreset rule; their scores join the calibration's, and the threshold is set again for the
+model's false-alarm rate.
+"""
 
 from __future__ import annotations
 
 import copy
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +20,68 @@ import numpy as np
 from edgead.artifact import npy_bytes, write_artifact
 from edgead.errors import ConfigError
 from edgead.progress import Progress, silent_progress
-from edgead.runtime.coreset import greedy_coreset
+from edgead.runtime.calibration import Calibration
+from edgead.runtime.coreset import coreset_target, greedy_coreset
+from edgead.runtime.crossval import collect_outputs, image_scorer
 from edgead.runtime.heads.knn import KnnHead
 from edgead.runtime.images import read_image
 from edgead.runtime.predictor import Predictor
 
+__all__ = ["EnrollSummary", "coreset_target", "enroll_images"]
 
-def coreset_target(settings: dict[str, Any], n_features: int) -> int:
-    """Bank size for `n_features` under the manifest's `memory_bank.coreset` (a fraction or a count)."""
-    if settings.get("count") is not None:
-        return min(int(settings["count"]), n_features)
-    return max(1, min(n_features, round(float(settings["fraction"]) * n_features)))
+
+@dataclass(frozen=True)
+class EnrollSummary:
+    """How the bank and the threshold changed, in the counts a user can check."""
+
+    images: int
+    bank_before: int
+    bank_after: int
+    new_features: int  # patch features of the new images
+    new_kept: int  # of them, how many joined the bank
+    old_kept: int  # of the bank's features, how many stayed
+    patches_seen: int  # every patch feature the bank now stands for
+    rule: str  # the coreset rule in words: "10% of", "at most 5000 of"
+    radius_before: float
+    radius_after: float
+    scores_before: tuple[float, ...]  # the new images, by the model before enrolling
+    threshold_before: float
+    threshold_after: float
+    new_scores: tuple[float, ...] = ()  # the new images cross-calibrated (each without its fold)
+    calibrated: int = 0  # good images behind the new threshold
+    rate: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """The summary in words."""
+        dropped = self.bank_before - self.old_kept
+        out = [
+            f"memory bank: {self.bank_before} -> {self.bank_after} patch features. Of the {self.new_features} patch features of the "
+            f"{self.images} new images, {self.new_kept} differ enough from the bank to join it; {dropped} of the {self.bank_before} "
+            f"it had were dropped as near-duplicates of new ones (the bank keeps {self.rule} all {self.patches_seen} patch features seen).",
+            f"coverage radius {self.radius_before:.3f} -> {self.radius_after:.3f}: no patch seen so far is farther than that from the bank.",
+        ]
+        before = np.asarray(self.scores_before)
+        flagged = int((before > self.threshold_before).sum())
+        out.append(f"before enrolling, the model scored the new images {before.min():.2f}-{before.max():.2f} "
+                   f"({flagged} of {self.images} above its threshold {self.threshold_before:.4f}).")
+        if self.new_scores:
+            new = np.asarray(self.new_scores)
+            rate = f" for a false-alarm rate of {self.rate:g}" if self.rate is not None else ""
+            out.append(f"threshold {self.threshold_before:.4f} -> {self.threshold_after:.4f}{rate}: the new images score {new.min():.2f}-{new.max():.2f} "
+                       f"against banks built without them; the threshold now stands on {self.calibrated} good images.")
+        return out + [f"note: {note}" for note in self.notes]
 
 
 def enroll_images(
-    predictor: Predictor, paths: Sequence[Path], out: Path, batch_size: int = 8, progress: Progress = silent_progress
-) -> dict[str, Any]:
-    """Add the patch features of `paths` to the bank of `predictor`'s artifact and write it to `out` atomically.
+    predictor: Predictor, paths: Sequence[Path], out: Path, progress: Progress = silent_progress
+) -> EnrollSummary:
+    """Add the patch features of `paths` to the bank of `predictor`'s artifact, recalibrate, and write it to `out` atomically.
 
-    The old bank and the new features are subsampled together with the model's own coreset
-    setting (a fraction of every patch feature seen so far, or a fixed count). The threshold is
-    kept: it was calibrated on held-out images, which enrolling does not change.
+    The old bank and the new features are subsampled together with the model's own coreset setting
+    (a fraction of every patch feature seen so far, or a fixed count). The threshold that moves is the
+    one the predictor runs with (its engine's own, else the model's); other calibrations are marked
+    stale, to be renewed by `edgead export`.
     """
     artifact = predictor.artifact
     head = predictor.scoring_head
@@ -42,29 +90,98 @@ def enroll_images(
             f"enroll adds good images to a memory bank; {artifact.path} ({artifact.manifest['method']}) scores with "
             f"the {head.name} head and has none: retrain it with the new good images instead"
         )
+    if len(paths) < 1:
+        raise ConfigError("give at least one good image to enroll")
     manifest = copy.deepcopy(artifact.manifest)
-    settings = manifest["memory_bank"]["coreset"]
-    chunks = []
-    with progress("features", len(paths)) as advance:
-        for start in range(0, len(paths), batch_size):
-            batch = [read_image(p) for p in paths[start : start + batch_size]]
-            features = predictor.infer(predictor.prepare(batch))[head.output]  # tiles, when the model is tiled
-            chunks.append(features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1]))
-            advance(len(batch))
-    new = np.concatenate(chunks).astype(np.float32)
+    info = manifest["memory_bank"]
+    settings = info["coreset"]
+    items = collect_outputs(predictor, [read_image(p) for p in paths], progress)
+    layouts = [item.layout for item in items]
+    before = [predictor.maps(predictor.head(item.outputs), item.layout)[0][0] for item in items]
+    new = np.concatenate([_rows(item.outputs[head.output]) for item in items]).astype(np.float32)
     old = head.bank.features.astype(np.float32)
+    old_seen = int(info.get("patch_features_seen", old.shape[0]))
+    seen = old_seen + new.shape[0]
     combined = np.concatenate([old, new])
-    seen = int(manifest["memory_bank"].get("patch_features_seen", old.shape[0])) + new.shape[0]
     target = min(coreset_target(settings, seen), combined.shape[0])
     with progress("coreset", target) as advance:
         coreset = greedy_coreset(combined, target, int(settings["projection_dim"]), int(settings["seed"]), advance)
     bank = combined[coreset.indices].astype(np.float16)
     members = dict(artifact.members)
-    members[manifest["memory_bank"]["member"]] = npy_bytes(bank)
-    kept_new = int((coreset.indices >= old.shape[0]).sum())
-    manifest["memory_bank"].update(count=int(bank.shape[0]), coreset_radius=coreset.radius, patch_features_seen=seen)
+    members[info["member"]] = npy_bytes(bank)
+    new_kept = int((coreset.indices >= old.shape[0]).sum())
+    radius_before = float(info.get("coreset_radius", float("nan")))
+    info.update(count=int(bank.shape[0]), coreset_radius=coreset.radius, patch_features_seen=seen)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    summary = dict(images=len(paths), bank_before=int(old.shape[0]), bank_after=int(bank.shape[0]), new_features=int(new.shape[0]),
+                   new_kept=new_kept, old_kept=int(bank.shape[0]) - new_kept, patches_seen=seen, rule=_rule(settings), radius_before=radius_before,
+                   radius_after=coreset.radius, scores_before=tuple(float(s) for s in before), threshold_before=predictor.threshold,
+                   threshold_after=predictor.threshold)
+    recalibrated = _recalibrate(predictor, manifest, items, layouts, old, old_seen, stamp, progress)
+    summary.update(recalibrated)
     manifest.setdefault("enrolled", []).append(
-        {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "images": len(paths), "features_kept": kept_new}
+        {"time": stamp, "images": len(paths), "features_kept": new_kept, "threshold": summary["threshold_after"]}
     )
     write_artifact(out, manifest, members)
-    return {"images": len(paths), "bank_before": old.shape[0], "bank_after": int(bank.shape[0]), "new_features_kept": kept_new, "radius": coreset.radius}
+    return EnrollSummary(**summary)
+
+
+def _recalibrate(predictor: Predictor, manifest: dict[str, Any], items, layouts, old_bank: np.ndarray, old_seen: int,
+                 stamp: str, progress: Progress) -> dict[str, Any]:
+    """Cross-calibrate the new images, join their scores to the calibration in use, and set its threshold again."""
+    post = manifest["postprocess"]
+    engine = _entry(manifest, predictor.backend.engine)
+    holder = engine if engine is not None and "calibration" in engine else post
+    section = holder.get("calibration")
+    if not section or "scores" not in section:
+        return {"notes": ["the threshold is kept: this model has no cross-calibration to extend (re-train it with this edgead)"]}
+    calibration = Calibration.from_manifest(section)
+    folds = int(section.get("folds") or 5)
+    seed = int(manifest.get("config", {}).get("seed", 0))
+    new_scores = predictor.scoring_head.fold_scores(
+        [item.outputs for item in items], image_scorer(predictor, layouts), folds, seed, progress=progress,
+        base_bank=old_bank, base_seen=old_seen,
+    )
+    refit = Calibration.fit(list(calibration.scores) + [float(s) for s in new_scores], folds, calibration.scored_by)
+    rate = section.get("false_alarm_rate")
+    choice = refit.threshold(rate) if rate else None
+    updated = refit.to_manifest(choice)
+    updated.update({k: v for k, v in section.items() if k == "images_from"})
+    holder["calibration"] = updated
+    notes = []
+    adopted = (holder.get("threshold_source") or {}).get("rule", "false_alarm_rate") != "false_alarm_rate"
+    value = predictor.threshold
+    if choice is not None and not adopted:
+        value = choice.value
+        if holder is engine:
+            engine["threshold"] = value
+        else:
+            post["image_threshold"] = value
+    elif adopted:
+        notes.append(f"the threshold {value:.4f} was adopted from labelled data and is kept; at the calibrated "
+                     f"false-alarm rate it would now be {choice.value:.4f}" if choice else "the adopted threshold is kept")
+    stale = f"calibrated before `edgead enroll` changed the bank on {stamp}; re-export this engine to recalibrate it"
+    for entry in manifest["engines"]:
+        if entry is not holder and "calibration" in entry:
+            entry["calibration"]["stale"] = stale
+    if holder is not post:
+        post["calibration"]["stale"] = stale.replace("this engine", "the model (or retrain)")
+    return {"threshold_after": value, "new_scores": tuple(float(s) for s in new_scores), "calibrated": refit.images,
+            "rate": rate, "notes": notes}
+
+
+def _rule(settings: dict[str, Any]) -> str:
+    if settings.get("count") is not None:
+        return f"at most {int(settings['count'])} of"
+    return f"{float(settings['fraction']):.0%} of"
+
+
+def _entry(manifest: dict[str, Any], engine: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's own entry of the opened engine (by member), or None (an eager backend)."""
+    member = engine.get("member")
+    return next((e for e in manifest["engines"] if member and e.get("member") == member), None)
+
+
+def _rows(features: np.ndarray) -> np.ndarray:
+    """(T, C, h, w) -> (T*h*w, C)."""
+    return features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1])

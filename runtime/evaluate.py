@@ -11,6 +11,7 @@ import numpy as np
 from edgead import metrics
 from edgead.errors import DataError
 from edgead.progress import Progress, silent_progress
+from edgead.runtime.calibration import SESSION_NOTE
 from edgead.runtime.datasets import Dataset, Sample, load_mask
 from edgead.runtime.images import read_image
 from edgead.runtime.postprocess import resize_map
@@ -74,6 +75,22 @@ def evaluate(
     result["image_f1_at_threshold"] = metrics.f1_at(labels, scores, float(np.nextafter(predictor.threshold, np.inf)))
     result["threshold"] = predictor.threshold
     notes = []
+    # what the line would see at this threshold: good images stopped for nothing, defective images shipped
+    flagged = scores > predictor.threshold
+    good, bad = labels == 0, labels == 1
+    result["false_alarm_rate"] = float(flagged[good].mean())
+    choice = getattr(predictor, "threshold_choice", None)
+    if choice is not None and choice.rate is not None:
+        result["false_alarm_rate_target"] = float(choice.rate)  # asked for, or (a --threshold) what the calibration expects
+    result["miss_rate"] = float((~flagged[bad]).mean())
+    target = ""
+    if choice is not None and choice.rate is not None:
+        given = choice.note == SESSION_NOTE
+        target = f", the calibration expects {choice.rate:.3g}" if given else f", calibrated for {choice.rate:g}"
+    notes.append(
+        f"at threshold {predictor.threshold:.4f}: {int(flagged[good].sum())} of {int(good.sum())} good test images flagged "
+        f"(false-alarm rate {result['false_alarm_rate']:.3f}{target}), {int((~flagged[bad]).sum())} of {int(bad.sum())} defective images passed"
+    )
     if with_pixels and masks.any():
         result["pixel_auroc"] = metrics.roc_auc(masks, maps)
         result["pixel_aupr"] = metrics.average_precision(masks, maps)
@@ -81,7 +98,6 @@ def evaluate(
     else:
         notes.append("no ground-truth masks: pixel AUROC, pixel AUPR and AUPRO were not computed")
     per_type = {}
-    good = labels == 0
     for defect_type in sorted({s.defect_type for s in samples if s.label == 1}):
         chosen = good | np.array([s.defect_type == defect_type for s in samples])
         per_type[defect_type] = metrics.roc_auc(labels[chosen], scores[chosen])

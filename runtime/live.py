@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgead.runtime.drift import DriftMonitor
 from edgead.runtime.sinks import Result, Sink, WindowSink, anomaly_boxes
 from edgead.runtime.sources import Frame
 
@@ -84,10 +85,12 @@ class RunSummary:
     dropped: int
     reconnects: int
     stopped_by: str  # "end", "max_frames", "interrupt" or "window"
+    drift_events: int = 0  # drift and drift-cleared events raised
 
     def lines(self) -> list[str]:
         head = (f"{self.frames} frames in {self.duration_s:.1f} s ({self.fps:.1f} fps), {self.anomalous} anomalous, "
-                f"dropped {self.dropped}, reconnects {self.reconnects}; stopped by {self.stopped_by}")
+                f"dropped {self.dropped}, reconnects {self.reconnects}"
+                + (f", {self.drift_events} drift events" if self.drift_events else "") + f"; stopped by {self.stopped_by}")
         return [head] + [f"  {name:12s} mean {ms['mean']:7.2f} ms   p95 {ms['p95']:7.2f} ms" for name, ms in self.stage_ms.items()]
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,11 +127,11 @@ class _Timings:
         self._reset_window(now)
         return stats
 
-    def summary(self, now: float, source: Any, stopped_by: str) -> RunSummary:
+    def summary(self, now: float, source: Any, stopped_by: str, drift_events: int = 0) -> RunSummary:
         duration_s = now - self.started
         stage_ms = {s: {"mean": h.mean_ms, "p95": h.percentile_ms(95)} for s, h in self.whole.items()}
         return RunSummary(self.frames, self.anomalous, duration_s, self.frames / max(duration_s, 1e-9), stage_ms,
-                          _count(source, "dropped"), _count(source, "reconnects"), stopped_by)
+                          _count(source, "dropped"), _count(source, "reconnects"), stopped_by, drift_events)
 
 
 def _count(source: Any, name: str) -> int:
@@ -171,12 +174,14 @@ def run_live(
     on_stats: Callable[[LiveStats], Any] | None = None,
     min_box_area_px: float = 16,
     clock: Callable[[], float] = time.perf_counter,
+    drift: DriftMonitor | None = None,
 ) -> RunSummary:
     """Score every frame of `source` and hand each result to every sink until the source ends.
 
     Ctrl-C, `max_frames` or a window's q/Esc stop the run cleanly. The source and every sink are
     closed on the way out, whatever happens; other errors propagate after that.
     `on_stats` receives a LiveStats every `report_every_s` seconds (default: logged at INFO).
+    `drift` watches the frame scores: its events are logged as warnings and noted in every sink.
     """
     with ExitStack() as stack:
         for closeable in (source, *sinks):
@@ -191,20 +196,21 @@ def run_live(
         log.info("scoring %s with %s at %s px", name, predictor.describe(), "x".join(map(str, predictor.size_px)))
         try:
             stopped_by = _loop(_Scorer(predictor, min_box_area_px), source, outputs, timings, clock,
-                               max_frames, report_every_s, report)
+                               max_frames, report_every_s, report, drift)
         except KeyboardInterrupt:
             stopped_by = "interrupt"
         except BaseException:
             log.warning("stopped after %d frames by an error", timings.frames)
             raise
-        summary = timings.summary(clock(), source, stopped_by)
+        summary = timings.summary(clock(), source, stopped_by, drift.events if drift else 0)
     for line in summary.lines():
         log.info("%s", line)
     return summary
 
 
 def _loop(scorer: _Scorer, source: Iterable[Frame], sinks: list[Sink], timings: _Timings, clock: Callable[[], float],
-          max_frames: int | None, report_every_s: float | None, report: Callable[[LiveStats], Any]) -> str:
+          max_frames: int | None, report_every_s: float | None, report: Callable[[LiveStats], Any],
+          drift: DriftMonitor | None = None) -> str:
     frames = iter(source)
     last_report, last_start, period_s = clock(), None, 0.0
     try:
@@ -220,6 +226,11 @@ def _loop(scorer: _Scorer, source: Iterable[Frame], sinks: list[Sink], timings: 
             result = scorer.score(frame, marks, clock, 1.0 / period_s if period_s > 0 else 0.0)
             for sink in sinks:
                 sink.write(result)
+            event = drift.update(frame.index, result.score) if drift else None
+            if event:
+                log.warning("%s", event.message)
+                for sink in sinks:
+                    sink.note(event.record())
             marks.append(clock())
             timings.add(marks, result.anomalous)
             if report_every_s is not None and marks[-1] - last_report >= report_every_s:

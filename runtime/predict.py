@@ -10,12 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgead.errors import DataError, EdgeADError
+from edgead.errors import ConfigError, DataError, EdgeADError
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import is_image_path, list_images, read_image, write_image
 from edgead.runtime.postprocess import resize_map
 from edgead.runtime.predictor import Predictor
-from edgead.runtime.visualize import banner, heatmap_overlay
+from edgead.runtime.visualize import framed, heatmap_overlay, verdict_text
 
 PREDICTIONS = "predictions.jsonl"
 
@@ -65,15 +65,29 @@ def predict_to_folder(
     batch_size: int = 8,
     progress: Progress = silent_progress,
 ) -> dict:
-    """Score `jobs` in batches; each JSONL line is flushed once its map is on disk."""
+    """Score `jobs` in batches; each JSONL line is flushed once its map is on disk.
+
+    An image that cannot be read does not stop the run: its line says {"path", "error"} and the
+    summary counts it under "failed" (with the first reason under "first_error").
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     out.mkdir(parents=True, exist_ok=True)
     post = predictor.artifact.manifest["postprocess"]
     low, high = float(post.get("map_low", 0.0)), predictor.threshold
-    n_anomalous = 0
+    n_anomalous, failed = 0, []
     with open(out / PREDICTIONS, "w", encoding="utf-8") as log, progress("predict", len(jobs)) as advance:
         for start in range(0, len(jobs), batch_size):
-            batch = jobs[start : start + batch_size]
-            images = [read_image(job.path) for job in batch]
+            batch, images = [], []
+            for job in jobs[start : start + batch_size]:
+                try:
+                    images.append(read_image(job.path))
+                    batch.append(job)
+                except (DataError, OSError) as exc:
+                    reason = str(exc) if isinstance(exc, DataError) else f"{exc.strerror or exc}: {job.path}"
+                    failed.append(reason)
+                    log.write(json.dumps({"path": str(job.path), "error": reason}) + "\n")
+                    log.flush()
             for job, image, pred in zip(batch, images, predictor.predict(images)):
                 full_map = resize_map(pred.anomaly_map, image.shape[:2])
                 map_rel = Path("maps") / job.relative.with_suffix(".tiff")
@@ -81,13 +95,14 @@ def predict_to_folder(
                 record = {"path": str(job.path), "score": pred.score, "anomalous": pred.anomalous, "threshold": high, "map": map_rel.as_posix()}
                 if overlays:
                     overlay_rel = Path("overlays") / job.relative.with_suffix(".png")
-                    label = f"{'NG' if pred.anomalous else 'OK'} {pred.score:.3f}"
                     (out / overlay_rel).parent.mkdir(parents=True, exist_ok=True)
-                    write_image(out / overlay_rel, banner(heatmap_overlay(image, full_map, low, high), label, pred.anomalous))
+                    picture = framed(heatmap_overlay(image, full_map, low, high), verdict_text(pred.score, high, pred.anomalous), pred.anomalous, low, high)
+                    write_image(out / overlay_rel, picture)
                     record["overlay"] = overlay_rel.as_posix()
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 n_anomalous += pred.anomalous
-            advance(len(batch))
+            advance(len(jobs[start : start + batch_size]))
         os.fsync(log.fileno())
-    return {"images": len(jobs), "anomalous": n_anomalous, "threshold": high}
+    return {"images": len(jobs) - len(failed), "anomalous": n_anomalous, "threshold": high, "failed": len(failed),
+            "first_error": failed[0] if failed else None}

@@ -12,6 +12,8 @@ from edgead.artifact import Artifact
 from edgead.errors import ArtifactError, BackendError, ConfigError
 from edgead.graphs import graph_specs, head_section
 from edgead.runtime.backends.base import Backend, open_backend
+from edgead.runtime.calibration import choose_threshold
+from edgead.runtime.framecheck import FrameCheck, ImageGeometry
 from edgead.runtime.heads import Head, open_head
 from edgead.runtime.postprocess import UPSAMPLING, anomaly_maps, image_scores
 from edgead.runtime.preprocess import resize_to_input, stack_batch
@@ -109,13 +111,16 @@ class Predictor:
         streams: int = 1,
         max_batch: int | None = None,
         threshold: float | None = None,
+        false_alarm_rate: float | None = None,
     ) -> None:
         """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
         one for the main graph, or a mapping from graph name to Backend covering every graph.
 
         `tiling`: True follows the manifest, False resizes whole frames, a Tiling overrides the manifest.
         `max_batch`: engine batch size (default: the manifest's `runtime.max_batch`, else 8).
-        `threshold`: an image threshold for this session instead of the model's.
+        `threshold`: an image threshold for this session instead of the model's; `false_alarm_rate`: the
+        threshold for this rate on the engine's calibration instead. Otherwise the main engine's own
+        threshold where it has one (export calibrates each engine through its own outputs), else the model's.
         """
         manifest = artifact.manifest
         self.artifact = artifact
@@ -124,12 +129,12 @@ class Predictor:
         self.output_names = self.graphs[self.main_graph].output_names
         self.size_px = tuple(manifest["input"]["size_px"])
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
-        self.threshold = float(manifest["postprocess"]["image_threshold"] if threshold is None else threshold)
         self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
         self.upsample = manifest["postprocess"].get("upsample", "bilinear")  # models before the setting: bilinear
         if self.upsample not in UPSAMPLING:
             raise ArtifactError(f"{artifact.path}: postprocess.upsample {self.upsample!r} is not one of {sorted(UPSAMPLING)}")
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
+        self.frame_check = FrameCheck(ImageGeometry.from_manifest(manifest.get("training", {}).get("image_geometry")), self.tiling is not None)
         self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
         with ExitStack() as opened:  # whatever opened is closed again if a later part fails
             self.backends = self._open_backends(backend, device, precision, opened)
@@ -138,6 +143,8 @@ class Predictor:
             self.scoring_head: Head = open_head(artifact, device, others)
             opened.callback(self.scoring_head.close)
             self.scheduler = PatchScheduler(make_slots(self.backend, streams, self.max_batch))
+            self.threshold_choice, self.calibration = choose_threshold(manifest["postprocess"], self.backend.engine, threshold, false_alarm_rate)
+            self.threshold = self.threshold_choice.value
             opened.pop_all()
 
     def _open_backends(self, backend, device: str, precision: str | None, opened: ExitStack) -> dict[str, Backend]:
@@ -157,6 +164,7 @@ class Predictor:
     # the deployed path in stages, so that a live loop can time each one
     def prepare(self, images: list[np.ndarray]) -> Batch:
         """RGB frames -> engine input: each resized to the model input, or cut into tiles (resized if tile != input)."""
+        self.frame_check.check(images)
         return prepare_batch(images, self.size_px, self.tiling)
 
     def infer(self, batch: Batch | np.ndarray) -> Outputs:

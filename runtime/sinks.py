@@ -26,7 +26,7 @@ import numpy as np
 from edgead.errors import ConfigError, EdgeADError
 from edgead.runtime.images import write_image
 from edgead.runtime.sources import Frame
-from edgead.runtime.visualize import banner, heatmap_overlay
+from edgead.runtime.visualize import framed, heatmap_overlay, verdict_text
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,13 @@ def anomaly_boxes(
 
 def annotate(image: np.ndarray, anomaly_map: np.ndarray, low: float, high: float, score: float, anomalous: bool,
              boxes: list[list[int]], fps: float) -> np.ndarray:
-    """(H, W, 3) RGB frame -> a copy with the heatmap, the boxes and an OK/NG banner with score and FPS."""
+    """(H, W, 3) RGB frame -> the frame with the heatmap and boxes, an OK/NG banner (score, FPS) above and the colour bar below."""
     out = heatmap_overlay(image, anomaly_map, low, high)
     thickness = max(1, min(out.shape[:2]) // 200)
     for x, y, w, h in boxes:
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), BOX_COLOUR, thickness)
-    label = f"{'NG' if anomalous else 'OK'} {score:.3f}" + (f"  {fps:.1f} fps" if fps > 0 else "")
-    return banner(out, label, anomalous)
+    label = verdict_text(score, high, anomalous) + (f"  {fps:.1f} fps" if fps > 0 else "")
+    return framed(out, label, anomalous, low, high)
 
 
 @dataclass
@@ -104,6 +104,9 @@ class Sink:
     def write(self, result: Result) -> None:
         raise NotImplementedError
 
+    def note(self, event: dict[str, Any]) -> None:
+        """An event about the run rather than a frame (drift); only the event log keeps these."""
+
     def close(self) -> None:
         self.closed = True
 
@@ -125,7 +128,8 @@ def _open_append(path: Path) -> Any:
 
 
 class EventLog(Sink):
-    """Appends one JSON line per anomalous frame: time (ISO 8601 UTC), frame, score, threshold, boxes."""
+    """Appends one JSON line per anomalous frame (event "anomaly": time in ISO 8601 UTC, frame, score, threshold, boxes)
+    and one per run event (event "drift" or "drift_cleared", with its message)."""
 
     def __init__(self, path: str | Path, open_file: Callable[[Path], Any] = _open_append) -> None:
         self.path = Path(path)
@@ -140,6 +144,7 @@ class EventLog(Sink):
         if not result.anomalous:
             return
         record = {
+            "event": "anomaly",
             "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             "frame": result.frame.index,
             "score": round(result.score, 6),
@@ -147,6 +152,10 @@ class EventLog(Sink):
             "boxes": result.boxes,
         }
         self._append((json.dumps(record) + "\n").encode("utf-8"))
+        self.events += 1
+
+    def note(self, event: dict[str, Any]) -> None:
+        self._append((json.dumps(event) + "\n").encode("utf-8"))
         self.events += 1
 
     def _append(self, data: bytes) -> None:

@@ -105,16 +105,16 @@ class FakeDetector:
     resumable = False
 
     def fit(self, train_paths, config, *, weights=None, progress=None, device="cpu", checkpoint=None, resume=None):
-        from edgead.kit.eager import score_good_images
+        from edgead.kit.eager import calibrate_good_images
         from edgead.runtime.images import read_image
-        from edgead.runtime.postprocess import calibrate
         from edgead.runtime.preprocess import stack_batch
 
         images = stack_batch([read_image(p) for p in train_paths], (SIZE, SIZE))
         normal = torch.from_numpy(images.reshape(-1, 3).mean(axis=0).astype(np.float32))
         trained = FakeTrained(config, {"patch": Patches(normal).eval(), "refine": Refine().eval()}, images[:4])
         manifest, members = trained.artifact_parts()
-        trained.calibration = calibrate(*score_good_images(manifest, members, trained.graphs, train_paths))
+        # the generic calibration: this head cannot refit per fold and nothing is held out, so in-sample (and warned)
+        trained.calibration = calibrate_good_images(manifest, members, trained.graphs, train_paths, [], config)
         return trained
 
     def load_graphs(self, artifact):
@@ -204,6 +204,13 @@ def test_cli_eval_predict_bench_and_run_need_no_detector_code(fake_model, tiny_d
     result = runner.invoke(main, ["run", "--images", str(tiny_data_root / "test" / "good"), "--model", str(path), "--headless", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["frames"] == len(list((tiny_data_root / "test" / "good").glob("*.png")))
+
+
+def test_a_detector_without_fold_refits_gets_a_false_alarm_rate_threshold_that_says_how_it_was_made(fake_model):
+    _, manifest = fake_model
+    section = manifest["postprocess"]["calibration"]
+    assert section["false_alarm_rate"] == 0.01 and section["method"].startswith("training images, in-sample")
+    assert manifest["postprocess"]["image_threshold"] == section["threshold"]
 
 
 def test_enroll_says_it_needs_a_memory_bank(fake_model, tiny_data_root, tmp_path):

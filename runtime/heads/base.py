@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from edgead.artifact import Artifact
+from edgead.errors import ConfigError
+from edgead.progress import Progress, silent_progress
 
 
 class Head:
@@ -20,6 +22,9 @@ class Head:
     """
 
     name = "base"
+    # whether fold_scores can refit this head from engine outputs alone (k-fold cross-calibration at
+    # training, per-engine thresholds at export, enroll); a learned head cannot without retraining
+    refits_per_fold = False
 
     def __init__(self, artifact: Artifact, section: dict[str, Any], device: str, backends: Mapping[str, Any]) -> None:
         self.artifact = artifact
@@ -30,6 +35,26 @@ class Head:
     def score(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Main-graph outputs by name, each (N, ...) -> score grids (N, gh, gw) float32."""
         raise NotImplementedError
+
+    def fold_scores(
+        self,
+        reference: Sequence[Mapping[str, np.ndarray]],
+        image_score: Callable[[int, np.ndarray], float],
+        folds: int,
+        seed: int,
+        queries: Sequence[Mapping[str, np.ndarray]] | None = None,
+        progress: Progress = silent_progress,
+        cache: dict | None = None,
+    ) -> np.ndarray:
+        """(N,) scores of N good images, each by this head refitted without the image's fold (k-fold cross-calibration).
+
+        reference: per image, the main graph's outputs the head is refitted from (the FP32 reference's,
+        as at training); queries: per image, the outputs that are scored (an engine's own; default the
+        reference). image_score(i, grids (T, gh, gw)) turns image i's grids into its score. A head that
+        cannot be refitted from engine outputs (a learned one: refits_per_fold False) raises ConfigError;
+        callers then fall back as `edgead.kit.eager.calibrate_good_images` and export describe.
+        """
+        raise ConfigError(f"the {self.name} head cannot be refitted from engine outputs: its threshold comes from training")
 
     def describe(self) -> str:
         return self.name

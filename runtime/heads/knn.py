@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from edgead.artifact import Artifact, require_keys
 from edgead.errors import ArtifactError, EdgeADError
+from edgead.progress import Progress, silent_progress
+from edgead.runtime.coreset import coreset_target, greedy_coreset
+from edgead.runtime.crossval import fold_ids
 from edgead.runtime.heads.base import Head
 from edgead.runtime.memory_bank import MemoryBank
 
@@ -48,8 +51,60 @@ class KnnHead(Head):
     def score(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         return patch_scores(outputs[self.output], self.bank)
 
+    refits_per_fold = True  # a fold's model is a bank subsampled from the other folds' features
+
+    def fold_scores(
+        self,
+        reference: Sequence[Mapping[str, np.ndarray]],
+        image_score: Callable[[int, np.ndarray], float],
+        folds: int,
+        seed: int,
+        queries: Sequence[Mapping[str, np.ndarray]] | None = None,
+        progress: Progress = silent_progress,
+        base_bank: np.ndarray | None = None,
+        base_seen: int = 0,
+        cache: dict | None = None,
+    ) -> np.ndarray:
+        """Each fold scored against a bank subsampled, with the model's coreset rule, from the other folds' features.
+
+        Features are extracted once; only the coresets are rebuilt, one per fold. `base_bank` (M, C) joins
+        every fold bank's pool, counted as `base_seen` features seen (enroll: the bank before new images).
+        `cache`: fold banks kept between calls on the same reference, folds and seed (export: one set for all engines).
+        """
+        info = self.artifact.manifest["memory_bank"]
+        settings = info.get("coreset") or {"fraction": 1.0, "projection_dim": 64, "seed": 0}
+        reference = [r[self.output] for r in reference]
+        scored = reference if queries is None else [q[self.output] for q in queries]
+        ids = fold_ids(len(reference), folds, seed)
+        scores = np.empty(len(reference), dtype=np.float64)
+        with progress("cross-calibrate", int(ids.max()) + 1) as advance:
+            for fold in range(int(ids.max()) + 1):
+                bank = None if cache is None else cache.get((folds, seed, fold))
+                if bank is None:
+                    bank = self._fold_bank(reference, ids != fold, settings, base_bank, base_seen)
+                    if cache is not None:
+                        cache[(folds, seed, fold)] = bank
+                for i in np.flatnonzero(ids == fold):
+                    scores[i] = image_score(int(i), patch_scores(scored[i], bank))
+                advance(1)
+        return scores
+
+    def _fold_bank(self, reference: Sequence[np.ndarray], chosen_images: np.ndarray, settings: dict, base_bank: np.ndarray | None,
+                   base_seen: int) -> MemoryBank:
+        """The bank subsampled from the features of the chosen images (plus `base_bank`) with the model's coreset rule."""
+        others = [_rows(reference[i]) for i in np.flatnonzero(chosen_images)]
+        pool = np.concatenate(([] if base_bank is None else [np.asarray(base_bank, np.float32)]) + others).astype(np.float32, copy=False)
+        target = min(coreset_target(settings, base_seen + sum(len(o) for o in others)), pool.shape[0])
+        chosen = greedy_coreset(pool, target, int(settings["projection_dim"]), int(settings["seed"]), measure_radius=False)
+        return MemoryBank(pool[chosen.indices].astype(np.float16), k=int(self.artifact.manifest["memory_bank"]["k"]))
+
     def describe(self) -> str:
         return f"knn ({self.bank.count} x {self.bank.dim}, k={self.bank.k}, {self.bank.device})"
+
+
+def _rows(features: np.ndarray) -> np.ndarray:
+    """(T, C, h, w) -> (T*h*w, C)."""
+    return features.transpose(0, 2, 3, 1).reshape(-1, features.shape[1])
 
 
 def patch_scores(features: np.ndarray, bank: MemoryBank) -> np.ndarray:

@@ -44,6 +44,11 @@ def test_export_matches_eager(model_copy, tiny_data_root, format_name, precision
     art = read_artifact(model_copy)  # re-read from disk: hashes, manifest and the new member agree
     assert entry in art.manifest["engines"] and entry["member"] in art.members
     assert art.manifest["parity_auroc"]["eager/fp32"] == result.aurocs["eager/fp32"]
+    # its own threshold, cross-calibrated through its own outputs: for an FP32 engine, the model's within the precision
+    model_threshold = art.manifest["postprocess"]["image_threshold"]
+    assert entry["calibration"]["false_alarm_rate"] == art.manifest["postprocess"]["calibration"]["false_alarm_rate"]
+    tolerance = 1e-4 if precision == "fp32" else 2e-2
+    assert abs(entry["threshold"] - model_threshold) <= tolerance * model_threshold
 
 
 def test_onnx_passes_checker_and_matches_eager(model_copy):
@@ -119,6 +124,20 @@ def test_onnx_int8_is_calibrated_checked_and_picked_on_request(model_copy, tiny_
     assert len(art.member(entry["member"])) < len(art.member(art.engine("onnxruntime", "fp32")["member"]))
     with Predictor(art, backend="onnxruntime") as default, Predictor(art, backend="onnxruntime", precision="int8") as asked:
         assert default.backend.engine["precision"] == "fp32" and asked.backend.engine["precision"] == "int8"
+        # each runs with its own threshold: INT8's calibrated through INT8 outputs on the training images
+        assert asked.threshold == entry["threshold"] == entry["calibration"]["threshold"]
+        assert asked.threshold != art.manifest["postprocess"]["image_threshold"]
+        assert entry["calibration"]["scored_by"] == "onnx/int8" and "training images" in entry["calibration"]["images_from"]
+
+
+def test_a_head_that_cannot_refit_gets_the_model_threshold_shifted_by_its_engine(model_copy, monkeypatch):
+    from edgead.runtime.heads.knn import KnnHead
+
+    monkeypatch.setattr(KnnHead, "refits_per_fold", False)
+    (entry,) = export_model(model_copy, "fp32", "onnx").engines
+    assert "shifted by" in entry["calibration"]["method"]
+    model_threshold = read_artifact(model_copy).manifest["postprocess"]["image_threshold"]
+    assert abs(entry["threshold"] - model_threshold) < 1e-3 * model_threshold  # FP32 ONNX: no shift to speak of
 
 
 def test_int8_without_calibration_images_is_a_clear_error(model_copy, tmp_path):

@@ -16,6 +16,7 @@ def test_enroll_lowers_scores_of_enrolled_material(tiny_trained, tiny_data_root,
     model = shutil.copy(path, tmp_path / "m.edgead")
     new_good = sorted((tiny_data_root / "test" / "good").iterdir())
     images = [read_image(p) for p in new_good]
+    calibrated_before = len(read_artifact(model).manifest["postprocess"]["calibration"]["scores"])
     with Predictor(read_artifact(model)) as before:
         scores_before = [p.score for p in before.predict(images)]
         engines_before = {e["member"]: e["sha256"] for e in before.artifact.manifest["engines"]}
@@ -29,6 +30,13 @@ def test_enroll_lowers_scores_of_enrolled_material(tiny_trained, tiny_data_root,
     assert art.manifest["enrolled"][-1]["images"] == len(new_good)
     assert art.manifest["memory_bank"]["count"] == art.load_npy("memory_bank.npy").shape[0]
     assert {e["member"]: e["sha256"] for e in art.manifest["engines"]} == engines_before  # no engine rebuild
+    # recalibrated: the new images' cross-calibrated scores join the calibration, the threshold is set again from it
+    post = art.manifest["postprocess"]
+    assert len(post["calibration"]["scores"]) == calibrated_before + len(new_good)
+    assert post["image_threshold"] == post["calibration"]["threshold"]
+    # said in words: how many new patch features joined, how many old ones were dropped, and the threshold's move
+    assert "differ enough from the bank to join it" in result.output and "were dropped" in result.output
+    assert "threshold" in result.output and "stands on" in result.output
 
 
 def test_enroll_runs_with_torch_blocked(tiny_trained, tiny_data_root, tmp_path):
@@ -41,4 +49,4 @@ def test_enroll_runs_with_torch_blocked(tiny_trained, tiny_data_root, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "enrolled 4 images" in done.stdout
+    assert "enrolled 4 good images" in done.stdout

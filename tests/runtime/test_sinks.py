@@ -134,7 +134,7 @@ def test_video_sink_writes_a_readable_file(tmp_path):
             break
         frames.append(frame)
     capture.release()
-    assert len(frames) == 8 and frames[0].shape == (48, 64, 3)
+    assert len(frames) == 8 and frames[0].shape == (48 + 16 + 18, 64, 3)  # banner above, colour bar below
     top = frames[0][:3].reshape(-1, 3).mean(axis=0)  # NG banner is red: BGR (30, 30, 200) under white text
     assert top[2] > top[0] + 60 and top[2] > top[1] + 60
 
@@ -150,7 +150,8 @@ def test_video_sink_falls_back_to_avi_then_fails_clearly(tmp_path):
         sink.write(make_result(0, 0.5))
     assert sink.path == tmp_path / "v.avi" and sink.path.stat().st_size > 0
     never = lambda *a: SimpleNamespace(isOpened=lambda: False, release=lambda: None)  # noqa: E731
-    with pytest.raises(SinkError, match=r"could not open .*v2\.mp4 for a 64x48 video \(tried mp4v, MJPG\)"):
+    # the annotated frame: 48 px of image, a 16 px banner above and an 18 px colour bar below
+    with pytest.raises(SinkError, match=r"could not open .*v2\.mp4 for a 64x82 video \(tried mp4v, MJPG\)"):
         with VideoSink(tmp_path / "v2.mp4", writer_factory=never) as sink:
             sink.write(make_result(0, 0.5))
 
@@ -178,7 +179,7 @@ def test_anomaly_saver_saves_annotated_anomalous_frames(tmp_path):
     assert [f.name.endswith(f"Z_frame{i:08d}.png") for f, i in zip(files, [1, 3])] == [True, True]
     assert saver.saved == 2
     image = read_image(files[0])
-    assert image.shape == (48, 64, 3) and tuple(image[0, -1]) == (200, 30, 30)  # red NG banner
+    assert image.shape == (48 + 16 + 18, 64, 3) and tuple(image[0, -1]) == (200, 30, 30)  # red NG banner
 
 
 def test_anomaly_saver_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -203,6 +204,7 @@ def test_annotated_frame_has_banner_boxes_and_fps():
     result = make_result(3, 2.0, hw=(96, 128), boxes=[[40, 40, 20, 20]])
     out = result.annotated
     assert out is result.annotated  # drawn once
-    assert out.shape == (96, 128, 3) and tuple(out[0, -1]) == (200, 30, 30)
-    assert tuple(out[40, 50]) == (255, 255, 255)  # the box outline
+    banner_px = 16
+    assert out.shape == (banner_px + 96 + 18, 128, 3) and tuple(out[0, -1]) == (200, 30, 30)  # the banner is above the frame
+    assert tuple(out[banner_px + 40, 50]) == (255, 255, 255)  # the box outline
     assert (out != make_result(3, 0.5, hw=(96, 128)).annotated).any()

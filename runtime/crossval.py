@@ -1,0 +1,57 @@
+"""k-fold cross-calibration: the image scores of good images, each from a model built without it.
+
+Generic pieces, numpy only, shared by training (kit), export (a threshold per engine) and enroll (on
+the device, without torch): which fold each image belongs to, and each image's engine outputs with
+its frame layout. How a detector is refitted on the other folds is its head's business
+(`Head.fold_scores`; the kNN head builds a bank from the other folds' features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgead.progress import Progress, silent_progress
+
+
+@dataclass
+class ImageOutputs:
+    """One good image as the engine saw it: its layout (tiles of one frame, or none) and the main graph's outputs (T, ...)."""
+
+    layout: object  # a runtime.predictor.Batch without pixels (its `tiles` only)
+    outputs: dict[str, np.ndarray]
+
+
+def fold_ids(n_images: int, folds: int, seed: int) -> np.ndarray:
+    """(n_images,) fold of each image: a seeded shuffle dealt round-robin, so folds differ in size by at most one."""
+    order = np.random.default_rng(seed).permutation(n_images)
+    ids = np.empty(n_images, dtype=np.int64)
+    ids[order] = np.arange(n_images) % max(1, min(folds, n_images))
+    return ids
+
+
+def collect_outputs(predictor, images: Sequence[np.ndarray], progress: Progress = silent_progress, label: str = "features") -> list[ImageOutputs]:
+    """Each image prepared and inferred by `predictor` (its engine, its tiling): the outputs the head would see."""
+    from edgead.runtime.predictor import Batch
+
+    collected = []
+    with progress(label, len(images)) as advance:
+        for image in images:
+            batch = predictor.prepare([image])
+            collected.append(ImageOutputs(Batch(np.empty(0, np.uint8), batch.tiles), predictor.infer(batch)))
+            advance(1)
+    return collected
+
+
+def image_scorer(predictor, layouts: Sequence[object], map_medians: list[float] | None = None):
+    """score(i, grid (T, gh, gw)) -> image i's score, through `predictor`'s maps (smoothing, stitching, quantile)."""
+
+    def score(i: int, grid: np.ndarray) -> float:
+        scores, maps = predictor.maps(grid, layouts[i])
+        if map_medians is not None:
+            map_medians.append(float(np.median(maps[0])))
+        return float(scores[0])
+
+    return score
