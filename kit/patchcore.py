@@ -18,9 +18,9 @@ from edgead.errors import DataError
 from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, graph_spec
 from edgead.progress import Progress, silent_progress
 from edgead.kit.backbones import build_backbone
+from edgead.kit.bank import FittedBank, fit_bank
 from edgead.kit.eager import score_good_images
 from edgead.kit.features import PatchFeatureModel
-from edgead.runtime.coreset import greedy_coreset
 from edgead.runtime.images import read_image
 from edgead.runtime.postprocess import calibrate
 from edgead.runtime.predictor import Tiling, prepare_batch
@@ -100,6 +100,12 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
             advance(len(images))
 
 
+def fit_bank_of(model: torch.nn.Module, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress) -> FittedBank:
+    """The coreset bank of `model`'s patch features of the images at `paths` (any model from uint8 images to (N, C, h, w))."""
+    batches = ((len(batch.tiles) or len(batch.images), features) for batch, features in _feature_batches(model, paths, config, progress, "features"))
+    return fit_bank(batches, len(paths), config.coreset_fraction, config.coreset_count, config.projection_dim, config.seed, progress)
+
+
 def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
     """Good images for the bank, and good images held out to calibrate scores."""
     paths = list(paths)
@@ -128,24 +134,18 @@ def fit_patchcore(
     started = time.perf_counter()
     model = build_feature_model(config, weights=weights).to(resolve_device(device))
     bank_paths, holdout_paths = split_holdout(train_paths, config)
-    features = extract_features(model, bank_paths, config, progress, "features")
+    fitted = fit_bank_of(model, bank_paths, config, progress)
     model.cpu()  # the artifact's weights and the calibration's eager backend are on the CPU
-    n, channels, h, w = features.shape
-    flat = features.transpose(0, 2, 3, 1).reshape(-1, channels)
-    extracted = time.perf_counter()
-    target = config.coreset_target(flat.shape[0])
-    with progress("coreset", target) as advance:
-        coreset = greedy_coreset(flat, target, config.projection_dim, config.seed, advance)
-    bank = flat[coreset.indices].astype(np.float16)
+    bank = fitted.features.astype(np.float16)
     subsampled = time.perf_counter()
     trained = TrainedPatchCore(
         config=config,
         model=model,
         bank=bank,
         calibration={},
-        coreset_radius=coreset.radius,
-        n_patch_features=int(flat.shape[0]),
-        grid=(h, w),
+        coreset_radius=fitted.radius,
+        n_patch_features=fitted.seen,
+        grid=fitted.grid,
         bank_images=[str(p) for p in bank_paths],
         holdout_images=[str(p) for p in holdout_paths],
     )
@@ -155,14 +155,14 @@ def fit_patchcore(
     scores, pixels = score_good_images(manifest, members, trained.graphs, holdout_paths or bank_paths, progress, "calibrate", config.batch_size)
     trained.calibration = calibrate(scores, pixels)
     trained.timings_s = {
-        "features": extracted - started,
-        "coreset": subsampled - extracted,
+        "features": subsampled - started - fitted.coreset_s,
+        "coreset": fitted.coreset_s,
         "calibration": time.perf_counter() - subsampled,
     }
     return trained
 
 
-def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]]:
+def to_artifact_parts(trained: TrainedPatchCore, method: str = "patchcore") -> tuple[dict, dict[str, bytes]]:
     """The manifest and members of a freshly trained detector (engines are added by export)."""
     from safetensors.torch import save
 
@@ -173,7 +173,7 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_by": f"edgead {__version__}",
-        "method": "patchcore",
+        "method": method,
         "config": cfg.to_dict(),
         "input": {
             "size_px": [cfg.image_size_px, cfg.image_size_px],
