@@ -1,7 +1,9 @@
 """The patch-wise auto-encoder (Cui, Liu, Lian, ICIP 2023, arXiv 2308.00429): learned, compressed patch features.
 
-Encoder: PatchCore's feature model (backbone stages fused, reflect padding), then two 1x1 convolution + ReLU
-layers that compress c1 + c2 channels to c3. Decoder (training only): 1x1 conv, ReLU, 1x1 conv to
+Encoder: PatchCore's feature model (backbone stages fused, reflect padding), then two 1x1 convolutions with a
+ReLU between them that compress c1 + c2 channels to c3. The paper puts a ReLU after the second one too; here
+that output ReLU died during training (on demo gravel 59 of 64 channels were zero everywhere and 3674 of the
+3686 bank rows were all-zero vectors), so the compressed feature is linear: no channel can die. Decoder (training only): 1x1 conv, ReLU, 1x1 conv to
 stride x stride x 3 values, so that every feature vector reconstructs its own image patch and no other.
 It trains on good images with CutPaste defects pasted in, under the paper's hybrid loss; then the
 compressed features of the good images go through the coreset into the memory bank and the `knn`
@@ -47,7 +49,7 @@ class PatchwiseEncoder(nn.Module):
         self.features = features
         hidden = (features.out_channels + compressed_dim) // 2
         self.compress = nn.Sequential(
-            nn.Conv2d(features.out_channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, compressed_dim, 1), nn.ReLU()
+            nn.Conv2d(features.out_channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, compressed_dim, 1)
         )
         self.out_channels = compressed_dim
         self.stride_px = features.stride_px
@@ -118,7 +120,12 @@ class TrainedPatchwiseAE(TrainedPatchCore):
     def artifact_parts(self) -> tuple[dict, dict[str, bytes]]:
         manifest, members = to_artifact_parts(self, method=METHOD)
         manifest["features"].update(compressed_from=self.model.features.out_channels, decoder="training only, not stored")
-        manifest["training"].update(epoch_losses=self.losses, backbone="frozen" if self.config.freeze_backbone else "fine-tuned")
+        manifest["training"].update(
+            epoch_losses=self.losses,
+            backbone="frozen" if self.config.freeze_backbone else "fine-tuned",
+            # channels that do not vary over the bank carry nothing to tell patches apart: a sign of a collapsed encoder
+            constant_bank_channels=int((np.ptp(self.bank.astype(np.float32), axis=0) == 0).sum()) if len(self.bank) else 0,
+        )
         return manifest, members
 
     def summary(self, manifest: dict) -> list[str]:
@@ -127,6 +134,8 @@ class TrainedPatchwiseAE(TrainedPatchCore):
         return [
             f"encoder: {features['compressed_from']} -> {features['channels']} channels per {features['stride_px']} px patch, "
             f"backbone {manifest['training']['backbone']}; loss per epoch {losses}",
+            *([f"warning: {manifest['training']['constant_bank_channels']} of {features['channels']} channels are constant over the bank; "
+               "try a lower --lr"] if manifest["training"]["constant_bank_channels"] else []),
             *super().summary(manifest),
         ]
 
