@@ -128,6 +128,9 @@ TRAIN_FLAGS = {
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
     "epochs": "--epochs", "map_upsample": "--map-upsample", "reflect_pad_px": "--reflect-pad", "patch_cells": "--patch-cells",
     "pool_zero_pad": "--pool-border",
+    "compressed_dim": "--compressed-dim", "freeze_backbone": "--freeze-backbone/--fine-tune-backbone",
+    "lr": "--lr", "backbone_lr": "--backbone-lr", "loss_alpha": "--loss-alpha", "cutpaste_probability": "--cutpaste-probability",
+    "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area",
 }
 
 
@@ -139,7 +142,7 @@ def _methods() -> list[str]:
 
 @main.command()
 @click.argument("data_dir", type=click.Path(file_okay=False))
-@click.option("--method", type=click.Choice(_methods()), default="patchcore", show_default=True, help="The detector to train.")
+@click.option("--method", default="patchcore", show_default=True, metavar="|".join(_methods()), help=f"The detector to train: {', '.join(_methods())}.")
 @click.option("--out", type=click.Path(dir_okay=False), default="model.edgead", show_default=True, help="Where to write the model.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Backbone weights file (needed for wide_resnet50_2: torchvision's state_dict).")
 @click.option("--backbone", type=click.Choice(["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "wide_resnet50_2"]), default=None, help="Pretrained CNN (default efficientnet_lite0).")
@@ -163,6 +166,14 @@ def _methods() -> list[str]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per batch (default 8).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")
+@click.option("--compressed-dim", type=click.IntRange(min=1), default=None, help="patchwise-ae: channels of the compressed patch feature (default 64).")
+@click.option("--freeze-backbone/--fine-tune-backbone", "freeze_backbone", default=None, help="patchwise-ae: keep the pretrained backbone fixed (default), or fine-tune it at --backbone-lr.")
+@click.option("--lr", type=float, default=None, help="patchwise-ae: learning rate of the compression and decoder layers (default 1e-3).")
+@click.option("--backbone-lr", type=float, default=None, help="patchwise-ae: learning rate of the backbone when fine-tuned (default 1e-4).")
+@click.option("--loss-alpha", type=float, default=None, help="patchwise-ae: weight of the patch-normalised L2 term; 1 - alpha weighs raw pixels (default 0.5).")
+@click.option("--cutpaste-probability", type=float, default=None, help="patchwise-ae: chance that a training image gets a synthetic defect (default 0.5).")
+@click.option("--cutpaste-shape", type=click.Choice(["rectangle", "scar", "mixed"]), default=None, help="patchwise-ae: synthetic defect shape (default mixed).")
+@click.option("--cutpaste-area", type=float, default=None, help="patchwise-ae: largest synthetic rectangle, as a fraction of the image (default 0.15).")
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option

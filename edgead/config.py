@@ -8,7 +8,7 @@ from typing import Any
 
 from edgead.errors import ConfigError
 
-METHODS = ("patchcore",)
+METHODS = ("patchcore", "patchwise-ae")
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,57 @@ class PatchCoreConfig:
         if unknown:
             raise ConfigError(f"unknown patchcore config keys {unknown}; known: {sorted(names)}")
         return cls(**data)
+
+
+CUTPASTE_SHAPES = ("rectangle", "scar", "mixed")
+
+
+@dataclass(frozen=True)
+class PatchwiseAEConfig(PatchCoreConfig):
+    """The patch-wise auto-encoder (2308.00429): PatchCore's features and bank, plus a learned 1x1 compression.
+
+    Training fields come after PatchCore's; the bank, tiling and post-processing fields mean what they mean there.
+    """
+
+    # c3: channels of the compressed patch feature (the bank's dim); the encoder's 1x1 layers go c1+c2 -> hidden -> c3
+    compressed_dim: int = 64
+    # hidden width of the training-only decoder (1x1 conv, ReLU, 1x1 conv to stride x stride x 3 pixels)
+    decoder_dim: int = 256
+    epochs: int = 10
+    lr: float = 1e-3
+    # the backbone is fine-tuned at this learning rate unless frozen
+    backbone_lr: float = 1e-4
+    freeze_backbone: bool = True
+    # loss = alpha * L2(patch-normalised pixels) + (1 - alpha) * L2(raw pixels)
+    loss_alpha: float = 0.5
+    # synthetic defects: probability per training image, shape, and the largest rectangle as a fraction of the image
+    cutpaste_probability: float = 0.5
+    cutpaste_shape: str = "mixed"
+    cutpaste_area: float = 0.15
+
+    def __post_init__(self) -> None:
+        min_px = self.reflect_pad_px + 16
+        if self.image_size_px < min_px:
+            raise ConfigError(
+                f"image size {self.image_size_px} px is too small for the patch grid: the patch-wise auto-encoder mirrors "
+                f"{self.reflect_pad_px} px at each border and needs at least {min_px} px (a {min_px // 8}x{min_px // 8} grid of 8 px patches); "
+                "use --image-size 256"
+            )
+        super().__post_init__()
+        if self.compressed_dim < 1 or self.decoder_dim < 1:
+            raise ConfigError(f"compressed and decoder dims must be >= 1, got {self.compressed_dim} and {self.decoder_dim}")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if not (self.lr > 0 and self.backbone_lr > 0):
+            raise ConfigError(f"learning rates must be > 0, got --lr {self.lr} and --backbone-lr {self.backbone_lr}")
+        if not 0 <= self.loss_alpha <= 1:
+            raise ConfigError(f"--loss-alpha must be in [0, 1], got {self.loss_alpha}")
+        if not 0 <= self.cutpaste_probability <= 1:
+            raise ConfigError(f"--cutpaste-probability must be in [0, 1], got {self.cutpaste_probability}")
+        if self.cutpaste_shape not in CUTPASTE_SHAPES:
+            raise ConfigError(f"--cutpaste-shape {self.cutpaste_shape!r}: choose one of {', '.join(CUTPASTE_SHAPES)}")
+        if not 0 < self.cutpaste_area <= 0.5:
+            raise ConfigError(f"--cutpaste-area must be in (0, 0.5] (a fraction of the image), got {self.cutpaste_area}")
 
 
 def parse_coreset(value: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from edgead.errors import ConfigError
 # method name -> module defining DETECTOR
 DETECTORS: dict[str, str] = {
     "patchcore": "edgead.kit.patchcore",
+    "patchwise-ae": "edgead.kit.patchwise_ae",
 }
 
 

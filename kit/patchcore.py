@@ -18,7 +18,7 @@ from edgead.errors import DataError
 from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, graph_spec
 from edgead.progress import Progress, silent_progress
 from edgead.kit.backbones import build_backbone
-from edgead.kit.bank import fit_bank
+from edgead.kit.bank import FittedBank, fit_bank
 from edgead.kit.eager import calibrate_good_images
 from edgead.kit.features import PatchFeatureModel
 from edgead.runtime.framecheck import ImageGeometry
@@ -110,6 +110,13 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
             advance(len(images))
 
 
+def fit_bank_of(model: torch.nn.Module, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress) -> FittedBank:
+    """The coreset bank of `model`'s patch features of the images at `paths` (any model from uint8 images to (N, C, h, w))."""
+    batches = ((len(batch.tiles) or len(batch.images), features) for batch, features in _feature_batches(model, paths, config, progress, "features"))
+    device = str(next(model.parameters()).device)
+    return fit_bank(batches, len(paths), config.coreset_fraction, config.coreset_count, config.projection_dim, config.seed, device)
+
+
 def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
     """Good images for the bank, and good images held out of it (none by default: cross-calibration needs none)."""
     paths = list(paths)
@@ -187,7 +194,7 @@ def fit_patchcore(
     return trained
 
 
-def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]]:
+def to_artifact_parts(trained: TrainedPatchCore, method: str = "patchcore") -> tuple[dict, dict[str, bytes]]:
     """The manifest and members of a freshly trained detector (engines are added by export)."""
     from safetensors.torch import save
 
@@ -199,7 +206,7 @@ def to_artifact_parts(trained: TrainedPatchCore) -> tuple[dict, dict[str, bytes]
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_by": f"edgead {__version__}",
-        "method": "patchcore",
+        "method": method,
         "config": cfg.to_dict(),
         "input": {
             "size_px": [cfg.image_size_px, cfg.image_size_px],
