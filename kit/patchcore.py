@@ -96,7 +96,7 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
             images = [read_image(p) for p in paths[start : start + config.batch_size]]
             batch = prepare_batch(images, size, tiling)
             device = next(model.parameters()).device
-            yield batch, model(torch.from_numpy(batch.images).to(device)).cpu().numpy()
+            yield batch, model(torch.from_numpy(np.asarray(batch.images)).to(device)).cpu().numpy()
             advance(len(images))
 
 

@@ -13,10 +13,10 @@ from edgead.errors import BackendError, ConfigError
 from edgead.graphs import graph_specs, head_section
 from edgead.runtime.backends.base import Backend, open_backend
 from edgead.runtime.heads import Head, open_head
-from edgead.runtime.postprocess import anomaly_maps, image_scores
-from edgead.runtime.preprocess import resize_to_input, stack_batch
+from edgead.runtime.postprocess import anomaly_maps, image_scores, smooth
+from edgead.runtime.preprocess import check_rgb, resize_to_input, stack_batch
 from edgead.runtime.scheduler import PatchScheduler, make_slots
-from edgead.runtime.tiling import cut_tiles, stitch
+from edgead.runtime.tiling import Patches, cut_tiles, stitch
 
 
 @dataclass
@@ -30,9 +30,13 @@ class Prediction:
 
 @dataclass
 class Batch:
-    """Engine input (N, h, w, 3) uint8, and for tiled frames which tiles belong to which frame."""
+    """Engine input (N, h, w, 3) uint8, and for tiled frames which tiles belong to which frame.
 
-    images: np.ndarray
+    `images` is an array, or for tiles that need no resizing (patches) a lazy `Patches` cut from the frames,
+    copied into the engine's input one batch at a time.
+    """
+
+    images: np.ndarray | Patches
     # per frame: (first tile, tile count, tile origins, frame height and width); empty when frames were resized
     tiles: list[tuple[int, int, list[tuple[int, int]], tuple[int, int]]] = field(default_factory=list)
 
@@ -61,9 +65,16 @@ def tiling_from(manifest: dict, tile_px: int | None, stride_px: int | None) -> T
 
 
 def prepare_batch(images: list[np.ndarray], size_px: tuple[int, int], tiling: Tiling | None) -> Batch:
-    """RGB frames -> engine input (N, h, w, 3): each frame resized to `size_px`, or cut into tiles resized to it."""
+    """RGB frames -> engine input (N, h, w, 3): each frame resized to `size_px`, or cut into tiles resized to it.
+
+    Tiles of the engine's own size (stride-based patches) are not stacked: they stay views into the frames.
+    """
     if tiling is None:
         return Batch(stack_batch(images, size_px))
+    if (tiling.tile_px, tiling.tile_px) == tuple(size_px):
+        patches, origins = Patches.cut([check_rgb(image) for image in images], tiling.tile_px, tiling.stride_px)
+        firsts = np.cumsum([0] + [len(o) for o in origins])
+        return Batch(patches, [(int(f), len(o), o, im.shape[:2]) for f, o, im in zip(firsts, origins, images)])
     chunks, layout, first = [], [], 0
     for image in images:
         tiles, origins = cut_tiles(image, tiling.tile_px, tiling.stride_px)
@@ -76,13 +87,19 @@ def prepare_batch(images: list[np.ndarray], size_px: tuple[int, int], tiling: Ti
 
 
 def frame_maps(
-    maps: np.ndarray, batch: Batch | None, tiling: Tiling | None, quantile: float | None = None
+    maps: np.ndarray, batch: Batch | None, tiling: Tiling | None, quantile: float | None = None, blur_sigma_px: float = 0.0
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Input-sized maps (N, h, w) -> per frame: image score and map (stitched at the frame's size when tiled)."""
+    """Input-sized maps (N, h, w) -> per frame: image score and map (stitched at the frame's size when tiled).
+
+    `blur_sigma_px` smooths each stitched frame map (for maps that were not smoothed tile by tile).
+    """
     if batch is None or not batch.tiles:
         frames = list(maps)
     else:
-        frames = [stitch(maps[first : first + count], origins, hw, tiling.tile_px) for first, count, origins, hw in batch.tiles]
+        frames = [
+            smooth(stitch(maps[first : first + count], origins, hw, tiling.tile_px), blur_sigma_px)
+            for first, count, origins, hw in batch.tiles
+        ]
     return image_scores(frames, quantile), frames
 
 
@@ -126,6 +143,8 @@ class Predictor:
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
         self.threshold = float(manifest["postprocess"]["image_threshold"] if threshold is None else threshold)
         self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
+        # "frame": tiles' maps are stitched, then smoothed (patch models); "tiles" (default): smoothed tile by tile
+        self.smooth_frames = manifest["postprocess"].get("smooth", "tiles") == "frame"
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
         self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
         with ExitStack() as opened:  # whatever opened is closed again if a later part fails
@@ -171,6 +190,8 @@ class Predictor:
 
     def maps(self, grids: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Score grids -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
+        if self.smooth_frames and batch is not None and batch.tiles:  # accumulate the tiles' maps first, then smooth once
+            return frame_maps(anomaly_maps(grids, self.size_px, 0.0), batch, self.tiling, self.score_quantile, self.blur_sigma_px)
         return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px), batch, self.tiling, self.score_quantile)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
