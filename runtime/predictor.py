@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgead.artifact import Artifact
-from edgead.errors import BackendError, ConfigError
+from edgead.errors import BackendError, ConfigError, DataError
 from edgead.graphs import graph_specs, head_section
 from edgead.runtime.backends.base import Backend, open_backend
-from edgead.runtime.heads import Head, open_head
+from edgead.runtime.heads import Head, open_head, with_scorer
 from edgead.runtime.postprocess import anomaly_maps, image_scores, smooth
 from edgead.runtime.preprocess import check_rgb, resize_to_input, stack_batch
 from edgead.runtime.scheduler import PatchScheduler, make_slots
@@ -64,13 +64,29 @@ def tiling_from(manifest: dict, tile_px: int | None, stride_px: int | None) -> T
     return Tiling(tile, stride_px if stride_px is not None else tile)
 
 
-def prepare_batch(images: list[np.ndarray], size_px: tuple[int, int], tiling: Tiling | None) -> Batch:
+def cuts_patches(manifest: dict) -> bool:
+    """Whether the model scores frames as stride-based patches (its engine takes patches, not images)."""
+    return bool((manifest.get("tiling") or {}).get("patches"))
+
+
+def prepare_batch(
+    images: list[np.ndarray], size_px: tuple[int, int], tiling: Tiling | None, frame_px: tuple[int, int] | None = None
+) -> Batch:
     """RGB frames -> engine input (N, h, w, 3): each frame resized to `size_px`, or cut into tiles resized to it.
 
     Tiles of the engine's own size (stride-based patches) are not stacked: they stay views into the frames.
+    `frame_px`: frames are first resized to this size (models that cut patches from frames of a fixed size).
     """
     if tiling is None:
         return Batch(stack_batch(images, size_px))
+    if frame_px is not None:
+        for image in images:
+            if min(check_rgb(image).shape[:2]) < tiling.tile_px:  # blown up to frame_px it would be scored on pixels never seen
+                raise DataError(
+                    f"image of {image.shape[0]}x{image.shape[1]} px is smaller than one {tiling.tile_px} px patch; "
+                    f"score images of at least {tiling.tile_px} px on each side"
+                )
+        images = [resize_to_input(image, frame_px) for image in images]
     if (tiling.tile_px, tiling.tile_px) == tuple(size_px):
         patches, origins = Patches.cut([check_rgb(image) for image in images], tiling.tile_px, tiling.stride_px)
         firsts = np.cumsum([0] + [len(o) for o in origins])
@@ -126,6 +142,7 @@ class Predictor:
         streams: int = 1,
         max_batch: int | None = None,
         threshold: float | None = None,
+        scorer: str | None = None,
     ) -> None:
         """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
         one for the main graph, or a mapping from graph name to Backend covering every graph.
@@ -133,13 +150,18 @@ class Predictor:
         `tiling`: True follows the manifest, False resizes whole frames, a Tiling overrides the manifest.
         `max_batch`: engine batch size (default: the manifest's `runtime.max_batch`, else 8).
         `threshold`: an image threshold for this session instead of the model's.
+        `scorer`: one of the scoring heads the model stores, instead of its default (with that head's calibration).
         """
+        artifact = with_scorer(artifact, scorer)
         manifest = artifact.manifest
         self.artifact = artifact
         self.graphs = graph_specs(manifest, str(artifact.path))
         self.main_graph = head_section(manifest, str(artifact.path))["graph"]
         self.output_names = self.graphs[self.main_graph].output_names
         self.size_px = tuple(manifest["input"]["size_px"])
+        # patch models resize frames to frame_px, then cut patches of size_px: their maps come at frame_px
+        self.frame_px = tuple(manifest["input"]["frame_px"]) if manifest["input"].get("frame_px") else None
+        self.patches = cuts_patches(manifest)
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
         self.threshold = float(manifest["postprocess"]["image_threshold"] if threshold is None else threshold)
         self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
@@ -173,7 +195,29 @@ class Predictor:
     # the deployed path in stages, so that a live loop can time each one
     def prepare(self, images: list[np.ndarray]) -> Batch:
         """RGB frames -> engine input: each resized to the model input, or cut into tiles (resized if tile != input)."""
-        return prepare_batch(images, self.size_px, self.tiling)
+        return prepare_batch(images, self.size_px, self.tiling, self.frame_px)
+
+    @property
+    def map_px(self) -> tuple[int, int]:
+        """(H, W) that maps are evaluated at: the frame size of patch models, else the model input size."""
+        return self.frame_px or self.size_px
+
+    def sample_batch(self, images: np.ndarray) -> tuple[Batch | np.ndarray, Batch | None]:
+        """The model's own sample images (parity images, (N, H, W, 3)) as engine input, and the Batch for maps().
+
+        Patch models carry frames, cut into patches as deployed; other models carry images at the input size.
+        """
+        if not self.patches:
+            return images, None
+        batch = self.prepare(list(images))
+        return batch, batch
+
+    def patches_per_sample(self) -> int:
+        """How many patches (tiles) one of the model's sample images becomes; 1 for models that take whole images."""
+        info = self.artifact.manifest.get("parity_images")
+        if not self.patches or not info:
+            return 1
+        return len(self.prepare([self.artifact.load_npy(info["member"])[0]]).images)
 
     def infer(self, batch: Batch | np.ndarray) -> Outputs:
         """Engine input -> the main graph's outputs by name, in chunks of max_batch through the scheduler."""
