@@ -24,6 +24,7 @@ from edgead.errors import ConfigError
 # method name -> module defining DETECTOR
 DETECTORS: dict[str, str] = {
     "patchcore": "edgead.kit.patchcore",
+    "small-ae": "edgead.kit.small_ae_detector",
 }
 
 
