@@ -105,6 +105,10 @@ def test_cli_eval_bench_and_bad_input(small_ae, tiny_data_root, tmp_path):
     result = runner.invoke(main, ["bench", "--model", str(path), "--iterations", "2", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     assert "16 per image" in result.output
+    good = tiny_data_root / "test" / "good"
+    result = runner.invoke(main, ["run", "--images", str(good), "--model", str(path), "--headless", "--max-frames", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["frames"] == 2
     result = runner.invoke(main, ["eval", str(tiny_data_root), "--model", str(path), "--stride", "64", "-q"])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "between 1 and the tile size 63" in result.output
     small = tmp_path / "small.png"
