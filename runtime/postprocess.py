@@ -13,6 +13,8 @@ def anomaly_maps(score_grids: np.ndarray, size_px: tuple[int, int], blur_sigma_p
     height, width = size_px
     if score_grids.shape[1:] == (height, width) and blur_sigma_px <= 0:
         return score_grids.astype(np.float32)  # what resizing to the same size gives, without a call per grid
+    if score_grids.shape[1:] == (1, 1):  # one score per tile (the support head): resized and smoothed, it stays that score
+        return np.ascontiguousarray(np.broadcast_to(score_grids.astype(np.float32), (score_grids.shape[0], height, width)))
     maps = np.empty((score_grids.shape[0], height, width), dtype=np.float32)
     for i, scores in enumerate(score_grids):
         up = cv2.resize(scores.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)

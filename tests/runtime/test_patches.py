@@ -105,3 +105,13 @@ def test_the_scheduler_keeps_many_small_batches_of_patches_in_order():
     assert [tag for tag, _ in finished] == list(range(0, len(patches), 3))
     want = np.asarray(patches).astype(np.int32).sum(axis=(1, 2, 3))
     assert np.array_equal(np.concatenate([out for _, out in finished]), want) and len(want) > 100
+
+
+def test_one_score_per_patch_maps_are_what_resizing_and_smoothing_give():
+    from edgead.runtime.postprocess import anomaly_maps
+
+    grids = np.random.default_rng(0).normal(size=(5, 1, 1)).astype(np.float32)
+    fast = anomaly_maps(grids, (63, 63), 4.0)
+    slow = np.stack([anomaly_maps(np.repeat(np.repeat(g[None], 2, 1), 2, 2), (63, 63), 4.0)[0] for g in grids])  # 2x2 constant grids
+    np.testing.assert_allclose(fast, slow, rtol=1e-6)
+    assert fast.shape == (5, 63, 63)
