@@ -121,3 +121,24 @@ def test_cli_eval_bench_and_bad_input(small_ae, tiny_data_root, tmp_path):
     assert result.exit_code == 2 and "--patch-stride 64 px must be between 1 and the 63 px patch" in result.output
     result = runner.invoke(main, ["train", str(tiny_data_root), "--method", "small-ae", "--scorer", "knn", "--out", str(tmp_path / "x.edgead")])
     assert result.exit_code == 2 and "--scorer 'knn'" in result.output
+
+
+def test_resume_after_an_interrupt_gives_the_uninterrupted_auto_encoder(tiny_data_root, tmp_path):
+    from contextlib import contextmanager
+
+    config = SmallAEConfig(image_size_px=96, patch_stride_px=33, epochs=2, patches_per_epoch=32, batch_size=16, holdout_fraction=0.25)
+    paths = open_dataset(tiny_data_root).train
+
+    @contextmanager
+    def ctrl_c_in_epoch_2(label, total):
+        if label.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+        yield lambda n=1: None
+
+    straight = DETECTOR.fit(paths, config, checkpoint=tmp_path / "a.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        DETECTOR.fit(paths, config, checkpoint=tmp_path / "b.ckpt", progress=ctrl_c_in_epoch_2)
+    resumed = DETECTOR.fit(paths, config, checkpoint=tmp_path / "b.ckpt", resume=tmp_path / "b.ckpt")
+    assert resumed.losses == straight.losses and len(straight.losses) == 2
+    for a, b in zip(straight.autoencoder.state_dict().values(), resumed.autoencoder.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
