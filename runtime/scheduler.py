@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgead.errors import EdgeADError
+from edgead.runtime.tiling import Patches
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,8 @@ class SyncSlot:
 
 def stage(batch: Any, out: np.ndarray) -> np.ndarray:
     """Copy a batch into `out[:n]` (a slot's pinned input): lazy patches straight from their frames, arrays as they are."""
-    fill = getattr(batch, "fill", None)
-    if fill is not None:
-        return fill(out)
+    if isinstance(batch, Patches):
+        return batch.fill(out)
     np.copyto(out[: batch.shape[0]], batch)
     return out[: batch.shape[0]]
 

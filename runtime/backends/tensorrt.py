@@ -33,6 +33,7 @@ from edgead.runtime.backends.tensorrt_common import (  # noqa: F401  (re-exporte
     version_triple,
 )
 from edgead.runtime.scheduler import stage
+from edgead.runtime.tiling import Patches
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -121,7 +122,7 @@ def _as_inputs(engine: TensorRTEngine, arrays: Sequence[Any]) -> list[np.ndarray
         raise DataError(f"{engine.name} takes {len(engine.inputs)} inputs ({', '.join(s.name for s in engine.inputs)}), not {len(arrays)}")
     checked = []
     for spec, array in zip(engine.inputs, arrays):
-        lazy = getattr(array, "fill", None) is not None  # patches cut from frames: copied once, straight into pinned memory
+        lazy = isinstance(array, Patches)  # patches cut from frames: copied once, straight into pinned memory
         array = array if lazy else np.asarray(array)
         if array.ndim != len(spec.shape) or array.shape[1:] != spec.item_shape:
             raise DataError(f"{engine.name}: input {spec.name!r} takes (N, {', '.join(map(str, spec.item_shape))}), not {array.shape}")

@@ -115,3 +115,9 @@ def test_one_score_per_patch_maps_are_what_resizing_and_smoothing_give():
     slow = np.stack([anomaly_maps(np.repeat(np.repeat(g[None], 2, 1), 2, 2), (63, 63), 4.0)[0] for g in grids])  # 2x2 constant grids
     np.testing.assert_allclose(fast, slow, rtol=1e-6)
     assert fast.shape == (5, 63, 63)
+
+
+def test_stage_copies_plain_arrays_too():
+    batch = np.arange(2 * 5 * 5 * 3, dtype=np.uint8).reshape(2, 5, 5, 3)
+    out = np.zeros((4, 5, 5, 3), np.uint8)
+    assert np.array_equal(stage(batch, out), batch) and not out[2:].any()
