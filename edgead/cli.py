@@ -72,7 +72,7 @@ def _progress(quiet: bool):
 
 
 def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None,
-                    streams: int = 1, threshold=None, false_alarm_rate=None):
+                    streams: int = 1, threshold=None, false_alarm_rate=None, scorer=None):
     from edgead.artifact import read_artifact
     from edgead.runtime.predictor import Predictor, tiling_from
     from edgead.workspace import resolve_model
@@ -82,7 +82,7 @@ def _open_predictor(model: str | None, backend: str | None, device: str, precisi
     artifact = read_artifact(resolve_model(model))
     tiling = tiling_from(artifact.manifest, tile, stride)
     predictor = Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams,
-                          threshold=threshold, false_alarm_rate=false_alarm_rate)
+                          threshold=threshold, false_alarm_rate=false_alarm_rate, scorer=scorer)
     from edgead.runtime.backends.base import slow_engine_warning
 
     slow = slow_engine_warning(predictor.backend)
@@ -116,6 +116,7 @@ def tiling_options(command):
     return click.option("--tile", type=click.IntRange(min=16), default=None, help="Cut frames into tiles of this many pixels instead of resizing them (default: the model's setting).")(command)
 
 
+scorer_option = click.option("--scorer", type=click.Choice(["reconstruction", "support"]), default=None, help="Scoring head of a model that stores several (small-ae): default the one it was trained with first.")
 precision_option = click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Engine precision (default: fp16 on CUDA where built, else fp32).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
@@ -131,6 +132,8 @@ TRAIN_FLAGS = {
     "compressed_dim": "--compressed-dim", "freeze_backbone": "--freeze-backbone/--fine-tune-backbone",
     "lr": "--lr", "backbone_lr": "--backbone-lr", "loss_alpha": "--loss-alpha", "cutpaste_probability": "--cutpaste-probability",
     "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area",
+    "patch_stride_px": "--patch-stride", "scorer": "--scorer", "loss": "--loss", "augment": "--augment/--no-augment",
+    "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch",
 }
 
 
@@ -146,7 +149,7 @@ def _methods() -> list[str]:
 @click.option("--out", type=click.Path(dir_okay=False), default="model.edgead", show_default=True, help="Where to write the model.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Backbone weights file (needed for wide_resnet50_2: torchvision's state_dict).")
 @click.option("--backbone", type=click.Choice(["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "wide_resnet50_2"]), default=None, help="Pretrained CNN (default efficientnet_lite0).")
-@click.option("--image-size", "image_size_px", type=int, default=None, help="Model input size in pixels, square (default 256).")
+@click.option("--image-size", "image_size_px", type=int, default=None, help="Model input size in pixels, square (default 256; small-ae: the frame size patches are cut from).")
 @click.option("--coreset", default=None, help="Memory bank size: a fraction of all patch features (default 0.1) or a count (5000).")
 @click.option("--k", type=int, default=None, help="Nearest neighbours averaged per patch score (default 1).")
 @click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
@@ -163,17 +166,24 @@ def _methods() -> list[str]:
 @click.option("--reflect-pad", "reflect_pad_px", type=click.IntRange(min=0), default=None, help="Mirror the input by this many pixels per side before the backbone, multiple of 16 (default 0 = off).")
 @click.option("--patch-cells", type=click.IntRange(min=1), default=None, help="Neighbourhood averaged around each feature cell, in cells, odd (default 3).")
 @click.option("--pool-border", "pool_zero_pad", type=click.Choice(["exclude", "zero"]), default=None, callback=lambda _c, _p, v: None if v is None else v == "zero", help="Neighbourhood average at the feature map's border: count the outside as zeros (default, as anomalib) or leave it out.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per batch (default 8).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per batch (default 8; small-ae: patches per training step, default 32).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")
 @click.option("--compressed-dim", type=click.IntRange(min=1), default=None, help="patchwise-ae: channels of the compressed patch feature (default 64).")
 @click.option("--freeze-backbone/--fine-tune-backbone", "freeze_backbone", default=None, help="patchwise-ae: keep the pretrained backbone fixed (default), or fine-tune it at --backbone-lr.")
-@click.option("--lr", type=float, default=None, help="patchwise-ae: learning rate of the compression and decoder layers (default 1e-3).")
+@click.option("--lr", type=float, default=None, help="Learning rate: patchwise-ae the compression and decoder layers (default 1e-3); small-ae Adam (default 2e-3).")
 @click.option("--backbone-lr", type=float, default=None, help="patchwise-ae: learning rate of the backbone when fine-tuned (default 1e-4).")
 @click.option("--loss-alpha", type=float, default=None, help="patchwise-ae: weight of the patch-normalised L2 term; 1 - alpha weighs raw pixels (default 0.5).")
 @click.option("--cutpaste-probability", type=float, default=None, help="patchwise-ae: chance that a training image gets a synthetic defect (default 0.5).")
 @click.option("--cutpaste-shape", type=click.Choice(["rectangle", "scar", "mixed"]), default=None, help="patchwise-ae: synthetic defect shape (default mixed).")
 @click.option("--cutpaste-area", type=float, default=None, help="patchwise-ae: largest synthetic rectangle, as a fraction of the image (default 0.15).")
+@click.option("--patches-per-epoch", type=click.IntRange(min=1), default=None, help="small-ae: random 63 px training patches per epoch (default 2048).")
+@click.option("--patch-stride", "patch_stride_px", type=click.IntRange(min=1), default=None, help="small-ae: stride of the 63 px patches at run time, in pixels of the --image-size frame (default 8: 676 patches at 256 px).")
+@click.option("--scorer", default=None, help="small-ae: reconstruction, support, or both comma-separated (the first is the default at run time; default reconstruction).")
+@click.option("--loss", type=click.Choice(["l2", "ssim"]), default=None, help="small-ae: l2, or ssim (L2 + 0.5 (1 - SSIM)) (default l2).")
+@click.option("--augment/--no-augment", default=None, help="small-ae: random flips and 90-degree turns of training patches (default on).")
+@click.option("--svm-nu", type=float, default=None, help="small-ae support scorer: nu of the one-class SVM (default 0.1).")
+@click.option("--svm-patches", type=int, default=None, help="small-ae support scorer: good patches the SVM is fitted on (default 1000).")
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option
@@ -241,17 +251,20 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @device_option
 @precision_option
 @tiling_options
+@scorer_option
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the false-alarm-rate calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, as_json, report, adopt_threshold, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
 
     dataset = open_dataset(data_dir)
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate) as predictor:
+    if adopt_threshold and scorer is not None:
+        raise ConfigError("--adopt-threshold stores the threshold of the model's default scorer; leave --scorer out, or re-train with that scorer first")
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -289,15 +302,16 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @device_option
 @precision_option
 @tiling_options
+@scorer_option
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
@@ -384,19 +398,23 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
 @backend_option
 @device_option
 @precision_option
+@scorer_option
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
-def bench(model, backend, device, precision, batch, iterations, warmup):
+def bench(model, backend, device, precision, scorer, batch, iterations, warmup):
     """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
     from edgead.runtime.latency import measure_latency
 
-    with _open_predictor(model, backend, device, precision) as predictor:
+    with _open_predictor(model, backend, device, precision, scorer=scorer) as predictor:
         stats = measure_latency(predictor, batch, iterations, warmup)
         click.echo(f"backend {predictor.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
+        patches = predictor.patches_per_sample() if predictor.patches else 0
     for stage, values in stats.items():
         click.echo(f"  {stage:10s} median {values['median_ms']:8.2f} ms   p95 {values['p95_ms']:8.2f} ms")
     click.echo(f"  throughput {batch * 1000.0 / stats['total']['median_ms']:.1f} images/s")
+    if patches:
+        click.echo(f"  patches    {patches} per image, {batch * patches * 1000.0 / stats['total']['median_ms']:.0f} patches/s")
 
 
 @main.command()
@@ -430,6 +448,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @device_option
 @precision_option
 @tiling_options
+@scorer_option
 @click.option("--headless", is_flag=True, help="No window (needed with opencv-python-headless or without a display).")
 @click.option("--save-video", type=click.Path(dir_okay=False), default=None, help="Write the annotated frames to this video (.mp4; .avi for MJPG).")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="Append one JSON line per anomalous frame to this file.")
@@ -440,7 +459,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--drift-window", "drift_frames", type=click.IntRange(min=0), default=100, show_default=True,
               help="Frames whose median score is compared with the good calibration to detect drift (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import signal
     from contextlib import ExitStack
@@ -459,7 +478,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:

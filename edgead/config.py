@@ -8,7 +8,8 @@ from typing import Any
 
 from edgead.errors import ConfigError
 
-METHODS = ("patchcore", "patchwise-ae")
+METHODS = ("patchcore", "patchwise-ae", "small-ae")
+SCORERS = ("reconstruction", "support")
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,75 @@ class PatchwiseAEConfig(PatchCoreConfig):
             raise ConfigError(f"--cutpaste-shape {self.cutpaste_shape!r}: choose one of {', '.join(CUTPASTE_SHAPES)}")
         if not 0 < self.cutpaste_area <= 0.5:
             raise ConfigError(f"--cutpaste-area must be in (0, 0.5] (a fraction of the image), got {self.cutpaste_area}")
+
+
+@dataclass(frozen=True)
+class SmallAEConfig:
+    """How the small patch auto-encoder of 2307.02495 is trained (CLI options of `edgead train --method small-ae`)."""
+
+    # frames are resized to this square size, then cut into 63 px patches every patch_stride_px pixels
+    image_size_px: int = 256
+    patch_stride_px: int = 8
+    # "reconstruction", "support", or both comma-separated: the first is what the runtime uses by default
+    scorer: str = "reconstruction"
+    # small on purpose: a demo category trains and evaluates in minutes on two CPU cores
+    epochs: int = 5
+    patches_per_epoch: int = 2048
+    batch_size: int = 32
+    lr: float = 2e-3
+    # random flips and 90-degree turns of the training patches (textures look the same turned)
+    augment: bool = True
+    # "l2", or "ssim": L2 plus ssim_weight * (1 - SSIM) of patch and reconstruction
+    loss: str = "l2"
+    ssim_weight: float = 0.5
+    # one-class SVM (RBF kernel, gamma "scale") on the latent codes of this many random good patches
+    svm_nu: float = 0.1
+    svm_patches: int = 1000
+    holdout_fraction: float = 0.1
+    blur_sigma_px: float = 4.0
+    score_quantile: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_size_px < 63:
+            raise ConfigError(f"image size {self.image_size_px} px is smaller than one 63 px patch; use at least 63 (e.g. 256)")
+        if not 1 <= self.patch_stride_px <= 63:
+            raise ConfigError(f"--patch-stride {self.patch_stride_px} px must be between 1 and the 63 px patch, or patches leave gaps")
+        unknown = [s for s in self.scorers if s not in SCORERS]
+        if not self.scorers or unknown or len(set(self.scorers)) != len(self.scorers):
+            raise ConfigError(f"--scorer {self.scorer!r}: give reconstruction, support, or both comma-separated (the first is the default)")
+        if self.loss not in ("l2", "ssim"):
+            raise ConfigError(f"--loss {self.loss!r}: choose l2 or ssim")
+        if self.epochs < 1 or self.patches_per_epoch < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs, patches per epoch and batch size must be >= 1, got {self.epochs}, {self.patches_per_epoch}, {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if not 0 < self.svm_nu <= 1:
+            raise ConfigError(f"--svm-nu must be in (0, 1], got {self.svm_nu}")
+        if self.svm_patches < 2:
+            raise ConfigError(f"--svm-patches must be >= 2, got {self.svm_patches}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ConfigError(f"holdout fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.score_quantile is not None and not 0 < self.score_quantile < 1:
+            raise ConfigError(f"score quantile must be between 0 and 1 (e.g. 0.99), got {self.score_quantile}")
+        if self.blur_sigma_px < 0:
+            raise ConfigError(f"blur sigma must be >= 0 px, got {self.blur_sigma_px}")
+
+    @property
+    def scorers(self) -> tuple[str, ...]:
+        """The scorers to fit, the runtime's default first."""
+        return tuple(s.strip() for s in self.scorer.split(",") if s.strip())
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SmallAEConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown small-ae config keys {unknown}; known: {sorted(names)}")
+        return cls(**data)
 
 
 def parse_coreset(value: str) -> dict[str, Any]:

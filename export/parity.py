@@ -11,7 +11,7 @@ from edgead.artifact import Artifact
 from edgead.runtime.backends.base import Backend
 from edgead.runtime.datasets import Dataset
 from edgead.runtime.evaluate import evaluate
-from edgead.runtime.predictor import Predictor, as_outputs
+from edgead.runtime.predictor import Predictor, as_outputs, cuts_patches
 
 # image AUROC an FP16/INT8 engine may lose against FP32 before the export warns loudly
 AUROC_TOLERANCE = 0.005
@@ -91,7 +91,8 @@ def open_engines(artifact: Artifact, backend: str, device: str, precision: str) 
 def parity_report(artifact: Artifact, graphs: Mapping[str, Any] | None, images: np.ndarray, backend: str, precision: str) -> dict[str, Any]:
     """Largest output and image-score differences of one backend/precision's engines against the FP32 reference.
 
-    images: (N, H, W, 3) uint8 at the input size, scored whole (no tiling) through the runtime, as deployed.
+    images: (N, H, W, 3) uint8 at the input size, scored whole (no tiling) through the runtime, as deployed;
+    for patch models, frames cut into patches as deployed.
     Each graph's engine is fed the very inputs its reference module received, so that differences
     upstream do not show up as differences of a later graph. The main graph's differences are at the
     top level, every graph's under "graphs".
@@ -101,12 +102,14 @@ def parity_report(artifact: Artifact, graphs: Mapping[str, Any] | None, images: 
     if isinstance(reference_side, str):
         reference_side = open_engines(artifact, reference_side, "cpu", "fp32")
     reference_side = {name: Recording(b) for name, b in reference_side.items()}
-    with Predictor(artifact, reference_side, tiling=False) as reference:
-        eager_scores, _ = reference.maps(reference.head(reference.infer(images)))
+    tiling = cuts_patches(artifact.manifest)  # patch models carry frames, cut into patches as deployed
+    with Predictor(artifact, reference_side, tiling=tiling) as reference:
+        inputs, batch = reference.sample_batch(images)
+        eager_scores, _ = reference.maps(reference.head(reference.infer(inputs)), batch)
     engine_side = {name: Recording(b) for name, b in open_engines(artifact, backend, device, precision).items()}
     per_graph: dict[str, dict[str, float]] = {}
-    with Predictor(artifact, engine_side, device, tiling=False) as engine:
-        got_scores, _ = engine.maps(engine.head(engine.infer(images)))  # the main graph sees the reference's inputs
+    with Predictor(artifact, engine_side, device, tiling=tiling) as engine:
+        got_scores, _ = engine.maps(engine.head(engine.infer(inputs)), batch)  # the main graph sees the reference's inputs
         for name, theirs in reference_side.items():
             names = engine.graphs[name].output_names
             if name == engine.main_graph:

@@ -34,6 +34,7 @@ from edgead.errors import ConfigError
 DETECTORS: dict[str, str] = {
     "patchcore": "edgead.kit.patchcore",
     "patchwise-ae": "edgead.kit.patchwise_ae",
+    "small-ae": "edgead.kit.small_ae_detector",
 }
 
 

@@ -106,7 +106,7 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
                 shapes.extend(image.shape for image in images)
             batch = prepare_batch(images, size, tiling)
             device = next(model.parameters()).device
-            yield batch, model(torch.from_numpy(batch.images).to(device)).cpu().numpy()
+            yield batch, model(torch.from_numpy(np.asarray(batch.images)).to(device)).cpu().numpy()
             advance(len(images))
 
 

@@ -48,7 +48,7 @@ def evaluate(
     if labels.min() == labels.max():
         raise DataError(f"{dataset.root}: eval needs both good and defective test images (found only label {labels[0]})")
     with_pixels = dataset.has_masks
-    h, w = predictor.size_px
+    h, w = predictor.map_px
     scores = np.empty(len(samples), dtype=np.float64)
     maps = np.empty((len(samples), h, w), dtype=np.float32) if with_pixels else None
     masks = np.zeros((len(samples), h, w), dtype=bool) if with_pixels else None

@@ -20,11 +20,12 @@ def measure_latency(predictor: Predictor, batch: int, iterations: int, warmup: i
     times: dict[str, list[float]] = {"inference": [], "head": [], "maps": [], "total": []}
     for step in range(warmup + iterations):
         t0 = time.perf_counter()
-        outputs = predictor.infer(images)
+        inputs, batch = predictor.sample_batch(images)  # patch models: cutting the frames into patches is part of inference
+        outputs = predictor.infer(inputs)
         t1 = time.perf_counter()
         grids = predictor.head(outputs)
         t2 = time.perf_counter()
-        predictor.maps(grids)
+        predictor.maps(grids, batch)
         t3 = time.perf_counter()
         if step >= warmup:
             for key, value in (("inference", t1 - t0), ("head", t2 - t1), ("maps", t3 - t2), ("total", t3 - t0)):

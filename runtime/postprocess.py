@@ -18,14 +18,23 @@ def anomaly_maps(score_grids: np.ndarray, size_px: tuple[int, int], blur_sigma_p
     (each cell's score as a block, anomalib's choice).
     """
     height, width = size_px
+    if score_grids.shape[1:] == (height, width) and blur_sigma_px <= 0:
+        return score_grids.astype(np.float32)  # what resizing to the same size gives, without a call per grid
+    if score_grids.shape[1:] == (1, 1):  # one score per tile (the support head): resized and smoothed, it stays that score
+        return np.ascontiguousarray(np.broadcast_to(score_grids.astype(np.float32), (score_grids.shape[0], height, width)))
     maps = np.empty((score_grids.shape[0], height, width), dtype=np.float32)
     for i, scores in enumerate(score_grids):
         up = cv2.resize(scores.astype(np.float32), (width, height), interpolation=UPSAMPLING[upsample])
-        if blur_sigma_px > 0:
-            ksize = 2 * math.ceil(4 * blur_sigma_px) + 1
-            up = cv2.GaussianBlur(up, (ksize, ksize), blur_sigma_px, borderType=cv2.BORDER_REFLECT)
-        maps[i] = up
+        maps[i] = smooth(up, blur_sigma_px)
     return maps
+
+
+def smooth(anomaly_map: np.ndarray, blur_sigma_px: float) -> np.ndarray:
+    """(H, W) float32 map -> Gaussian-smoothed (reflected borders, kernel of 4 sigma on each side); sigma 0 leaves it."""
+    if blur_sigma_px <= 0:
+        return anomaly_map
+    ksize = 2 * math.ceil(4 * blur_sigma_px) + 1
+    return cv2.GaussianBlur(anomaly_map, (ksize, ksize), blur_sigma_px, borderType=cv2.BORDER_REFLECT)
 
 
 def image_scores(maps: np.ndarray | list[np.ndarray], quantile: float | None = None) -> np.ndarray:

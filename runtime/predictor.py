@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgead.artifact import Artifact
-from edgead.errors import ArtifactError, BackendError, ConfigError
+from edgead.errors import ArtifactError, BackendError, ConfigError, DataError
 from edgead.graphs import graph_specs, head_section
 from edgead.runtime.backends.base import Backend, open_backend
 from edgead.runtime.calibration import choose_threshold
 from edgead.runtime.framecheck import FrameCheck, ImageGeometry
-from edgead.runtime.heads import Head, open_head
-from edgead.runtime.postprocess import UPSAMPLING, anomaly_maps, image_scores
-from edgead.runtime.preprocess import resize_to_input, stack_batch
+from edgead.runtime.heads import Head, open_head, with_scorer
+from edgead.runtime.postprocess import UPSAMPLING, anomaly_maps, image_scores, smooth
+from edgead.runtime.preprocess import check_rgb, resize_to_input, stack_batch
 from edgead.runtime.scheduler import PatchScheduler, make_slots
-from edgead.runtime.tiling import cut_tiles, stitch
+from edgead.runtime.tiling import Patches, cut_tiles, stitch
 
 
 @dataclass
@@ -32,9 +32,13 @@ class Prediction:
 
 @dataclass
 class Batch:
-    """Engine input (N, h, w, 3) uint8, and for tiled frames which tiles belong to which frame."""
+    """Engine input (N, h, w, 3) uint8, and for tiled frames which tiles belong to which frame.
 
-    images: np.ndarray
+    `images` is an array, or for tiles that need no resizing (patches) a lazy `Patches` cut from the frames,
+    copied into the engine's input one batch at a time.
+    """
+
+    images: np.ndarray | Patches
     # per frame: (first tile, tile count, tile origins, frame height and width); empty when frames were resized
     tiles: list[tuple[int, int, list[tuple[int, int]], tuple[int, int]]] = field(default_factory=list)
 
@@ -62,10 +66,33 @@ def tiling_from(manifest: dict, tile_px: int | None, stride_px: int | None) -> T
     return Tiling(tile, stride_px if stride_px is not None else tile)
 
 
-def prepare_batch(images: list[np.ndarray], size_px: tuple[int, int], tiling: Tiling | None) -> Batch:
-    """RGB frames -> engine input (N, h, w, 3): each frame resized to `size_px`, or cut into tiles resized to it."""
+def cuts_patches(manifest: dict) -> bool:
+    """Whether the model scores frames as stride-based patches (its engine takes patches, not images)."""
+    return bool((manifest.get("tiling") or {}).get("patches"))
+
+
+def prepare_batch(
+    images: list[np.ndarray], size_px: tuple[int, int], tiling: Tiling | None, frame_px: tuple[int, int] | None = None
+) -> Batch:
+    """RGB frames -> engine input (N, h, w, 3): each frame resized to `size_px`, or cut into tiles resized to it.
+
+    Tiles of the engine's own size (stride-based patches) are not stacked: they stay views into the frames.
+    `frame_px`: frames are first resized to this size (models that cut patches from frames of a fixed size).
+    """
     if tiling is None:
         return Batch(stack_batch(images, size_px))
+    if frame_px is not None:
+        for image in images:
+            if min(check_rgb(image).shape[:2]) < tiling.tile_px:  # blown up to frame_px it would be scored on pixels never seen
+                raise DataError(
+                    f"image of {image.shape[0]}x{image.shape[1]} px is smaller than one {tiling.tile_px} px patch; "
+                    f"score images of at least {tiling.tile_px} px on each side"
+                )
+        images = [resize_to_input(image, frame_px) for image in images]
+    if (tiling.tile_px, tiling.tile_px) == tuple(size_px):
+        patches, origins = Patches.cut([check_rgb(image) for image in images], tiling.tile_px, tiling.stride_px)
+        firsts = np.cumsum([0] + [len(o) for o in origins])
+        return Batch(patches, [(int(f), len(o), o, im.shape[:2]) for f, o, im in zip(firsts, origins, images)])
     chunks, layout, first = [], [], 0
     for image in images:
         tiles, origins = cut_tiles(image, tiling.tile_px, tiling.stride_px)
@@ -78,13 +105,19 @@ def prepare_batch(images: list[np.ndarray], size_px: tuple[int, int], tiling: Ti
 
 
 def frame_maps(
-    maps: np.ndarray, batch: Batch | None, tiling: Tiling | None, quantile: float | None = None
+    maps: np.ndarray, batch: Batch | None, tiling: Tiling | None, quantile: float | None = None, blur_sigma_px: float = 0.0
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Input-sized maps (N, h, w) -> per frame: image score and map (stitched at the frame's size when tiled)."""
+    """Input-sized maps (N, h, w) -> per frame: image score and map (stitched at the frame's size when tiled).
+
+    `blur_sigma_px` smooths each stitched frame map (for maps that were not smoothed tile by tile).
+    """
     if batch is None or not batch.tiles:
         frames = list(maps)
     else:
-        frames = [stitch(maps[first : first + count], origins, hw, tiling.tile_px) for first, count, origins, hw in batch.tiles]
+        frames = [
+            smooth(stitch(maps[first : first + count], origins, hw, tiling.tile_px), blur_sigma_px)
+            for first, count, origins, hw in batch.tiles
+        ]
     return image_scores(frames, quantile), frames
 
 
@@ -112,6 +145,7 @@ class Predictor:
         max_batch: int | None = None,
         threshold: float | None = None,
         false_alarm_rate: float | None = None,
+        scorer: str | None = None,
     ) -> None:
         """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
         one for the main graph, or a mapping from graph name to Backend covering every graph.
@@ -121,18 +155,25 @@ class Predictor:
         `threshold`: an image threshold for this session instead of the model's; `false_alarm_rate`: the
         threshold for this rate on the engine's calibration instead. Otherwise the main engine's own
         threshold where it has one (export calibrates each engine through its own outputs), else the model's.
+        `scorer`: one of the scoring heads the model stores, instead of its default (with that head's calibration).
         """
+        artifact = with_scorer(artifact, scorer)
         manifest = artifact.manifest
         self.artifact = artifact
         self.graphs = graph_specs(manifest, str(artifact.path))
         self.main_graph = head_section(manifest, str(artifact.path))["graph"]
         self.output_names = self.graphs[self.main_graph].output_names
         self.size_px = tuple(manifest["input"]["size_px"])
+        # patch models resize frames to frame_px, then cut patches of size_px: their maps come at frame_px
+        self.frame_px = tuple(manifest["input"]["frame_px"]) if manifest["input"].get("frame_px") else None
+        self.patches = cuts_patches(manifest)
         self.blur_sigma_px = float(manifest["postprocess"]["blur_sigma_px"])
         self.score_quantile = manifest["postprocess"].get("score_quantile")  # None: the image score is the map's max
         self.upsample = manifest["postprocess"].get("upsample", "bilinear")  # models before the setting: bilinear
         if self.upsample not in UPSAMPLING:
             raise ArtifactError(f"{artifact.path}: postprocess.upsample {self.upsample!r} is not one of {sorted(UPSAMPLING)}")
+        # "frame": tiles' maps are stitched, then smoothed (patch models); "tiles" (default): smoothed tile by tile
+        self.smooth_frames = manifest["postprocess"].get("smooth", "tiles") == "frame"
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
         self.frame_check = FrameCheck(ImageGeometry.from_manifest(manifest.get("training", {}).get("image_geometry")), self.tiling is not None)
         self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
@@ -165,7 +206,29 @@ class Predictor:
     def prepare(self, images: list[np.ndarray]) -> Batch:
         """RGB frames -> engine input: each resized to the model input, or cut into tiles (resized if tile != input)."""
         self.frame_check.check(images)
-        return prepare_batch(images, self.size_px, self.tiling)
+        return prepare_batch(images, self.size_px, self.tiling, self.frame_px)
+
+    @property
+    def map_px(self) -> tuple[int, int]:
+        """(H, W) that maps are evaluated at: the frame size of patch models, else the model input size."""
+        return self.frame_px or self.size_px
+
+    def sample_batch(self, images: np.ndarray) -> tuple[Batch | np.ndarray, Batch | None]:
+        """The model's own sample images (parity images, (N, H, W, 3)) as engine input, and the Batch for maps().
+
+        Patch models carry frames, cut into patches as deployed; other models carry images at the input size.
+        """
+        if not self.patches:
+            return images, None
+        batch = self.prepare(list(images))
+        return batch, batch
+
+    def patches_per_sample(self) -> int:
+        """How many patches (tiles) one of the model's sample images becomes; 1 for models that take whole images."""
+        info = self.artifact.manifest.get("parity_images")
+        if not self.patches or not info:
+            return 1
+        return len(self.prepare([self.artifact.load_npy(info["member"])[0]]).images)
 
     def infer(self, batch: Batch | np.ndarray) -> Outputs:
         """Engine input -> the main graph's outputs by name, in chunks of max_batch through the scheduler."""
@@ -183,6 +246,9 @@ class Predictor:
     def maps(self, grids: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Score grids -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
         return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px, self.upsample), batch, self.tiling, self.score_quantile)
+        if self.smooth_frames and batch is not None and batch.tiles:  # accumulate the tiles' maps first, then smooth once
+            return frame_maps(anomaly_maps(grids, self.size_px, 0.0), batch, self.tiling, self.score_quantile, self.blur_sigma_px)
+        return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px), batch, self.tiling, self.score_quantile)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Score a batch of (H, W, 3) uint8 RGB images."""

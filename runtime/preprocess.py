@@ -8,10 +8,16 @@ import numpy as np
 from edgead.errors import DataError
 
 
-def resize_to_input(image: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (h, w, 3) uint8 at the model input size (area filter when shrinking)."""
+def check_rgb(image: np.ndarray) -> np.ndarray:
+    """`image` if it is (H, W, 3) uint8, else a DataError."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise DataError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    return image
+
+
+def resize_to_input(image: np.ndarray, size_px: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (h, w, 3) uint8 at the model input size (area filter when shrinking)."""
+    check_rgb(image)
     height, width = size_px
     if image.shape[:2] == (height, width):
         return image

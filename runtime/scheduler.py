@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgead.errors import EdgeADError
+from edgead.runtime.tiling import Patches
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class SyncSlot:
 
     def submit(self, batch: np.ndarray) -> None:
         try:
-            self._result, self._error = self.backend.infer(batch), None
+            self._result, self._error = self.backend.infer(np.asarray(batch)), None  # lazy patches are copied here, once
         except Exception as exc:  # reported at wait(), in order, like an asynchronous slot
             self._result, self._error = None, exc
 
@@ -61,6 +62,14 @@ class SyncSlot:
 
     def close(self) -> None:
         self._result = self._error = None
+
+
+def stage(batch: Any, out: np.ndarray) -> np.ndarray:
+    """Copy a batch into `out[:n]` (a slot's pinned input): lazy patches straight from their frames, arrays as they are."""
+    if isinstance(batch, Patches):
+        return batch.fill(out)
+    np.copyto(out[: batch.shape[0]], batch)
+    return out[: batch.shape[0]]
 
 
 class PatchScheduler:

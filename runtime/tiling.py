@@ -81,3 +81,88 @@ def _check_origins(origins: list[Origin], frame_hw: tuple[int, int], tile_px: in
     for r, c in origins:
         if not (0 <= r <= height - tile_px and 0 <= c <= width - tile_px):
             raise ConfigError(f"tile origin ({r}, {c}) with tile_px={tile_px} does not fit in a {height}x{width} px frame")
+
+
+class Patches:
+    """Tiles of frames, cut lazily: (N, tile_px, tile_px, C) to the engine without an intermediate stack.
+
+    Nothing is copied when patches are cut: each one is a strided view into its frame. `fill(out)` copies
+    them once, straight into the engine's input (a contiguous array, or a CUDA slot's pinned buffer), a
+    row of equally spaced patches at a time. Slicing gives the patches of one engine batch.
+    """
+
+    def __init__(self, frames: list[np.ndarray], origins: list[list[Origin]], tile_px: int) -> None:
+        if len(frames) != len(origins):
+            raise ConfigError(f"{len(frames)} frames but origins for {len(origins)}")
+        self.frames = [np.ascontiguousarray(f) for f in frames]
+        self.tile_px = tile_px
+        which = [np.full(len(o), i, dtype=np.int64) for i, o in enumerate(origins)]
+        self._index = np.concatenate(which) if which else np.empty(0, np.int64)
+        self._origins = np.array([rc for o in origins for rc in o], dtype=np.int64).reshape(-1, 2)
+        self._start, self._stop = 0, len(self._index)
+
+    @classmethod
+    def cut(cls, frames: list[np.ndarray], tile_px: int, stride_px: int) -> tuple[Patches, list[list[Origin]]]:
+        """Every tile of every frame at `stride_px` (tile_origins), and each frame's origins."""
+        for frame in frames:
+            if frame.ndim not in (2, 3):
+                raise DataError(f"a frame must be (H, W) or (H, W, C), got shape {frame.shape}")
+        origins = [tile_origins(f.shape[0], f.shape[1], tile_px, stride_px) for f in frames]
+        return cls(frames, origins, tile_px), origins
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.frames[0].dtype if self.frames else np.dtype(np.uint8)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        tail = self.frames[0].shape[2:] if self.frames else ()
+        return (len(self), self.tile_px, self.tile_px, *tail)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, index: slice) -> Patches:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("Patches are sliced in contiguous ranges (batch[start:stop])")
+        start, stop, _ = index.indices(len(self))
+        part = object.__new__(Patches)
+        part.frames, part.tile_px, part._index, part._origins = self.frames, self.tile_px, self._index, self._origins
+        part._start, part._stop = self._start + start, self._start + max(start, stop)
+        return part
+
+    def fill(self, out: np.ndarray) -> np.ndarray:
+        """Copy the patches into `out[:len(self)]` (any writable array of that shape); returns that part of `out`."""
+        n, t = len(self), self.tile_px
+        if out.shape[0] < n or out.shape[1:] != self.shape[1:]:
+            raise ConfigError(f"cannot fill {self.shape} patches into an array of shape {out.shape}")
+        i = self._start
+        while i < self._stop:
+            j, step = self._run(i)
+            frame = self.frames[self._index[i]]
+            r, c = self._origins[i]
+            windows = np.lib.stride_tricks.as_strided(  # (m, t, t, ...): patches c, c + step, ... of row r, a view
+                frame[r:, c:], shape=(j - i, t, t, *frame.shape[2:]), strides=(step * frame.strides[1], *frame.strides), writeable=False
+            )
+            out[i - self._start : j - self._start] = windows
+            i = j
+        return out[:n]
+
+    def _run(self, i: int) -> tuple[int, int]:
+        """(end, column step) of the longest run from i of patches in one frame row at equal column steps."""
+        frame, (row, col) = self._index[i], self._origins[i]
+        step, j = 0, i + 1
+        while j < self._stop and self._index[j] == frame and self._origins[j, 0] == row:
+            gap = int(self._origins[j, 1] - self._origins[j - 1, 1])
+            if gap <= 0 or (step and gap != step):
+                break
+            step, j = gap, j + 1
+        return j, step
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.fill(np.empty(self.shape, dtype=self.dtype))
+        return out if dtype is None else out.astype(dtype, copy=False)

@@ -32,6 +32,8 @@ from edgead.runtime.backends.tensorrt_common import (  # noqa: F401  (re-exporte
     tensorrt_major,
     version_triple,
 )
+from edgead.runtime.scheduler import stage
+from edgead.runtime.tiling import Patches
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -120,12 +122,13 @@ def _as_inputs(engine: TensorRTEngine, arrays: Sequence[Any]) -> list[np.ndarray
         raise DataError(f"{engine.name} takes {len(engine.inputs)} inputs ({', '.join(s.name for s in engine.inputs)}), not {len(arrays)}")
     checked = []
     for spec, array in zip(engine.inputs, arrays):
-        array = np.asarray(array)
+        lazy = isinstance(array, Patches)  # patches cut from frames: copied once, straight into pinned memory
+        array = array if lazy else np.asarray(array)
         if array.ndim != len(spec.shape) or array.shape[1:] != spec.item_shape:
             raise DataError(f"{engine.name}: input {spec.name!r} takes (N, {', '.join(map(str, spec.item_shape))}), not {array.shape}")
         if array.dtype != spec.dtype and not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
             raise DataError(f"{engine.name}: input {spec.name!r} takes {spec.dtype}, not {array.dtype}")
-        checked.append(np.ascontiguousarray(array, dtype=spec.dtype))
+        checked.append(array if lazy and array.dtype == spec.dtype else np.ascontiguousarray(array, dtype=spec.dtype))
     if len({a.shape[0] for a in checked}) != 1:
         raise DataError(f"{engine.name}: the inputs have different batch sizes {[a.shape[0] for a in checked]}")
     return checked
@@ -191,8 +194,7 @@ class TensorRTSlot:
             raise DataError(f"a slot takes batches of 1..{self.max_batch}, not {n}")
         staged = []
         for spec, array in zip(self.engine.inputs, arrays):
-            host = self.host[spec.name].array[:n]
-            np.copyto(host, array)  # staging in pinned memory lets the copy-in run asynchronously
+            host = stage(array, self.host[spec.name].array)  # staging in pinned memory lets the copy-in run asynchronously
             staged.append((spec, host))
         self._set_input_shapes(n)
         out_shapes = [self._shape(spec) for spec in self.engine.outputs]

@@ -11,6 +11,7 @@ import numpy as np
 from edgead.artifact import Artifact
 from edgead.errors import BackendError
 from edgead.runtime.backends.base import Backend, require
+from edgead.runtime.scheduler import stage
 
 
 class TorchScriptBackend(Backend):
@@ -75,10 +76,10 @@ class TorchScriptCudaSlot:
         n = batch.shape[0]
         if n > self.max_batch:
             raise BackendError(f"batch of {n} exceeds the slot's {self.max_batch}")
-        dtype = torch.from_numpy(batch[:0]).dtype
+        dtype = torch.from_numpy(np.empty(0, batch.dtype)).dtype
         if self.host_in is None or self.host_in.dtype != dtype or self.host_in.shape[1:] != batch.shape[1:]:
             self.host_in = torch.empty((self.max_batch, *batch.shape[1:]), dtype=dtype).pin_memory()
-        self.host_in[:n].numpy()[...] = batch
+        stage(batch, self.host_in.numpy())  # patches are copied from their frames straight into pinned memory
         with torch.cuda.stream(self.stream), torch.inference_mode():
             device_in = self.host_in[:n].to(self.device, non_blocking=True)
             out = self.backend.module(device_in)

@@ -6,19 +6,44 @@ imported only when a model that uses it is opened.
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from edgead.artifact import Artifact
-from edgead.errors import ArtifactError
+from edgead.errors import ArtifactError, ConfigError
 from edgead.graphs import head_section
 from edgead.runtime.heads.base import Head
 
 # head name -> (module, class)
 HEADS: dict[str, tuple[str, str]] = {
     "knn": ("edgead.runtime.heads.knn", "KnnHead"),
+    "reconstruction": ("edgead.runtime.heads.reconstruction", "ReconstructionHead"),
+    "support": ("edgead.runtime.heads.support", "SupportHead"),
 }
+
+
+def with_scorer(artifact: Artifact, scorer: str | None) -> Artifact:
+    """The artifact as seen with `scorer` as its head (and that scorer's calibration); None or the default: unchanged.
+
+    Models that store several scorers list them under `scorers` (name -> its `head` section and its
+    `postprocess` calibration); asking for one the model does not hold is a one-line error.
+    """
+    manifest = artifact.manifest
+    if scorer is None or scorer == head_section(manifest, str(artifact.path))["name"]:
+        return artifact
+    held = manifest.get("scorers") or {}
+    if scorer not in held:
+        have = ", ".join(held) or head_section(manifest, str(artifact.path))["name"]
+        raise ConfigError(
+            f"--scorer {scorer}: {artifact.path} was trained with the scorer(s) {have} only; "
+            f"leave --scorer out, or re-train with --scorer {scorer}"
+        )
+    manifest = copy.deepcopy(manifest)
+    manifest["head"] = held[scorer]["head"]
+    manifest["postprocess"].update(held[scorer].get("postprocess", {}))
+    return Artifact(artifact.path, manifest, artifact.members)
 
 
 def open_head(artifact: Artifact, device: str = "cpu", backends: Mapping[str, Any] | None = None) -> Head:
@@ -34,4 +59,4 @@ def open_head(artifact: Artifact, device: str = "cpu", backends: Mapping[str, An
     return cls(artifact, section, device, dict(backends or {}))
 
 
-__all__ = ["HEADS", "Head", "open_head"]
+__all__ = ["HEADS", "Head", "open_head", "with_scorer"]
