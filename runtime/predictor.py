@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -109,6 +110,7 @@ class Predictor:
         streams: int = 1,
         max_batch: int | None = None,
         threshold: float | None = None,
+        head_options: Mapping[str, Any] | None = None,
     ) -> None:
         """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
         one for the main graph, or a mapping from graph name to Backend covering every graph.
@@ -116,6 +118,7 @@ class Predictor:
         `tiling`: True follows the manifest, False resizes whole frames, a Tiling overrides the manifest.
         `max_batch`: engine batch size (default: the manifest's `runtime.max_batch`, else 8).
         `threshold`: an image threshold for this session instead of the model's.
+        `head_options`: run-time options of the scoring head (e.g. {"restoration": "exact"}); None values are not given.
         """
         manifest = artifact.manifest
         self.artifact = artifact
@@ -132,7 +135,7 @@ class Predictor:
             self.backends = self._open_backends(backend, device, precision, opened)
             self.backend: Backend = self.backends[self.main_graph]
             others = {name: b for name, b in self.backends.items() if name != self.main_graph}
-            self.scoring_head: Head = open_head(artifact, device, others)
+            self.scoring_head: Head = open_head(artifact, device, others, head_options)
             opened.callback(self.scoring_head.close)
             self.scheduler = PatchScheduler(make_slots(self.backend, streams, self.max_batch))
             opened.pop_all()
@@ -145,6 +148,9 @@ class Predictor:
             if missing:
                 raise ConfigError(f"no backend given for graphs {missing} of {self.artifact.path}")
             return dict(backend)
+        without = [name for name in self.graphs if not any(e.get("graph") == name for e in self.artifact.manifest.get("engines", []))]
+        if without:
+            raise BackendError(f"{self.artifact.path} has no engine of graph {', '.join(map(repr, without))}; re-train the model, or rebuild its engines with `edgead export --engine fp32`")
         backends = {}
         for name in self.graphs:
             backends[name] = open_backend(self.artifact, backend, device, precision, graph=name)
