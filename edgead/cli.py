@@ -53,14 +53,21 @@ def _progress(quiet: bool):
     return silent_progress if quiet else bar_progress
 
 
-def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None, streams: int = 1, threshold=None):
+def _open_predictor(
+    model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None, streams: int = 1, threshold=None,
+    restoration=None, eta=None,
+):
     from edgead.artifact import read_artifact
     from edgead.runtime.predictor import Predictor, tiling_from
     from edgead.workspace import resolve_model
 
     artifact = read_artifact(resolve_model(model))
     tiling = tiling_from(artifact.manifest, tile, stride)
-    return Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams, threshold=threshold)
+    head_options = {"restoration": restoration, "eta": eta}
+    return Predictor(
+        artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams, threshold=threshold,
+        head_options=head_options,
+    )
 
 
 model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
@@ -76,6 +83,12 @@ def tiling_options(command):
     return click.option("--tile", type=click.IntRange(min=16), default=None, help="Cut frames into tiles of this many pixels instead of resizing them (default: the model's setting).")(command)
 
 
+def restoration_options(command):
+    """--restoration and --eta: run-time choices of the restoration head (vq-restore models); other heads refuse them."""
+    command = click.option("--eta", type=float, default=None, help="Restoration: resample codes whose likelihood is below this (0 < eta < 1; default: the model's calibrated eta).")(command)
+    return click.option("--restoration", type=click.Choice(["exact", "parallel"]), default=None, help="Restoration: the paper's raster-order resampling, or edgead's bounded parallel passes (default: the model's, parallel).")(command)
+
+
 precision_option = click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Engine precision (default: fp16 on CUDA where built, else fp32).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
@@ -85,7 +98,8 @@ TRAIN_FLAGS = {
     "backbone": "--backbone", "image_size_px": "--image-size", "coreset_fraction": "--coreset", "coreset_count": "--coreset",
     "k": "--k", "feature_dim": "--feature-dim", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
-    "epochs": "--epochs",
+    "epochs": "--epochs", "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
+    "passes": "--passes",
 }
 
 
@@ -113,6 +127,11 @@ def _methods() -> list[str]:
 @click.option("--batch-size", type=int, default=None, help="Images per batch (default 8).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")
+@click.option("--level", type=click.Choice(["image", "patch"]), default=None, help="vq-restore: codes of whole images, or of 63 px patches cut at --stride (default image).")
+@click.option("--codebook-size", type=int, default=None, help="vq-restore: codes in the VQ-VAE codebook (default 512).")
+@click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 30).")
+@click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images with masked rectangles).")
+@click.option("--passes", type=click.IntRange(min=1), default=None, help="vq-restore: prior passes of parallel restoration at most (default 3).")
 @click.option("--device", default="cpu", show_default=True, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option
@@ -178,17 +197,18 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @device_option
 @precision_option
 @tiling_options
+@restoration_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the held-out calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, as_json, report, adopt_threshold, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
 
     dataset = open_dataset(data_dir)
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -225,15 +245,16 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @device_option
 @precision_option
 @tiling_options
+@restoration_options
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
@@ -305,14 +326,15 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
 @backend_option
 @device_option
 @precision_option
+@restoration_options
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--iterations", type=int, default=50, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)
-def bench(model, backend, device, precision, batch, iterations, warmup):
+def bench(model, backend, device, precision, restoration, eta, batch, iterations, warmup):
     """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
     from edgead.runtime.latency import measure_latency
 
-    with _open_predictor(model, backend, device, precision) as predictor:
+    with _open_predictor(model, backend, device, precision, restoration=restoration, eta=eta) as predictor:
         stats = measure_latency(predictor, batch, iterations, warmup)
         click.echo(f"backend {predictor.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
     for stage, values in stats.items():
@@ -353,6 +375,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @device_option
 @precision_option
 @tiling_options
+@restoration_options
 @click.option("--headless", is_flag=True, help="No window (needed with opencv-python-headless or without a display).")
 @click.option("--save-video", type=click.Path(dir_okay=False), default=None, help="Write the annotated frames to this video (.mp4; .avi for MJPG).")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="Append one JSON line per anomalous frame to this file.")
@@ -361,7 +384,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--report-every", "report_every_s", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between FPS and latency reports on stderr.")
 @click.option("--min-box-area", "min_box_area_px", type=click.FloatRange(min=0), default=16, show_default=True, help="Smallest anomalous region that gets a box, in frame pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import logging
     import signal
@@ -381,7 +404,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:

@@ -24,6 +24,7 @@ from edgead.errors import ConfigError
 # method name -> module defining DETECTOR
 DETECTORS: dict[str, str] = {
     "patchcore": "edgead.kit.patchcore",
+    "vq-restore": "edgead.kit.vq_restore",
 }
 
 
