@@ -1,7 +1,8 @@
 """Configuration of the VQ-VAE restoration detector (`edgead train --method vq-restore`), and its two levels' models.
 
-One implementation, two levels: `image` encodes whole frames resized to the input (256 px -> a 32x32
-code grid by default); `patch` encodes 63x63 patches cut from frames at a stride (the small patch
+One implementation, two levels: `image` encodes whole frames resized to the input (128 px -> a 16x16
+code grid by default, 8 px per code as in the paper; `--image-size 256` gives its 32x32 grid, at
+about 4x the cost of the prior and of exact restoration); `patch` encodes 63x63 patches cut from frames at a stride (the small patch
 auto-encoder's 17x17x16 latent grid) and is scored through the stride-based patch path.
 """
 
@@ -33,13 +34,13 @@ class VQRestoreConfig:
     downsample: int = 8  # image level: input pixels per code, a power of 2 (256 px / 8 = a 32x32 grid)
     codebook_size: int = 512
     code_dim: int | None = None  # image level 32 (the paper), patch level 16 (the 17x17x16 latent)
-    hidden_channels: int = 64
+    hidden_channels: int = 32
     res_blocks: int = 2
     beta: float = 0.25  # commitment weight
     crop_px: int | None = None  # image level: the VQ-VAE trains on random crops of this size (default: half the input)
-    epochs: int = 30  # VQ-VAE epochs
-    prior_epochs: int = 30
-    prior_channels: int = 48
+    epochs: int = 20  # VQ-VAE epochs
+    prior_epochs: int = 20
+    prior_channels: int = 32
     prior_blocks: int = 2
     learning_rate: float = 1e-3
     augment: str = "dihedral"  # the paper's for textures: 90-degree turns and flips
@@ -47,7 +48,7 @@ class VQRestoreConfig:
     eta: float | None = None  # likelihood threshold; None: calibrated on held-out images with masked rectangles
     passes: int = 3  # parallel restoration: prior passes at most
     restoration: str = "parallel"  # the model's default at run time
-    resample: str = "sample"  # replacement: a seeded draw among the likely codes, or the most likely code
+    resample: str = "argmax"  # replacement: the most likely code (the paper's), or a seeded draw among the likely codes
     bilateral_d: int | None = None  # bilateral filter of the map (the paper: 20 px, sigmas 75); 0 turns it off
     bilateral_sigma_color: float = 75.0
     bilateral_sigma_space: float = 75.0
@@ -91,7 +92,7 @@ class VQRestoreConfig:
     @property
     def input_px(self) -> int:
         """Side of the encoder's input: the image size (image level) or the patch size."""
-        return (self.image_size_px or 256) if self.level == "image" else PATCH_PX
+        return (self.image_size_px or 128) if self.level == "image" else PATCH_PX
 
     @property
     def grid(self) -> tuple[int, int]:
