@@ -55,7 +55,7 @@ def _progress(quiet: bool):
 
 def _open_predictor(
     model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None, streams: int = 1, threshold=None,
-    restoration=None, eta=None,
+    restoration=None, eta=None, passes=None,
 ):
     from edgead.artifact import read_artifact
     from edgead.runtime.predictor import Predictor, tiling_from
@@ -63,7 +63,7 @@ def _open_predictor(
 
     artifact = read_artifact(resolve_model(model))
     tiling = tiling_from(artifact.manifest, tile, stride)
-    head_options = {"restoration": restoration, "eta": eta}
+    head_options = {"restoration": restoration, "eta": eta, "passes": passes}
     return Predictor(
         artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams, threshold=threshold,
         head_options=head_options,
@@ -84,7 +84,8 @@ def tiling_options(command):
 
 
 def restoration_options(command):
-    """--restoration and --eta: run-time choices of the restoration head (vq-restore models); other heads refuse them."""
+    """--restoration, --eta and --passes: run-time choices of the restoration head (vq-restore models); other heads refuse them."""
+    command = click.option("--passes", type=click.IntRange(min=1), default=None, help="Parallel restoration: prior passes at most (default: the model's).")(command)
     command = click.option("--eta", type=float, default=None, help="Restoration: resample codes whose likelihood is below this (0 < eta < 1; default: the model's calibrated eta).")(command)
     return click.option("--restoration", type=click.Choice(["exact", "parallel"]), default=None, help="Restoration: the paper's raster-order resampling, or edgead's bounded parallel passes (default: the model's, parallel).")(command)
 
@@ -202,13 +203,13 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the held-out calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, as_json, report, adopt_threshold, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, passes, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
 
     dataset = open_dataset(data_dir)
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, passes) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -249,12 +250,12 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, passes, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, passes) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
@@ -330,11 +331,11 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
 @click.option("--batch", type=int, default=1, show_default=True)
 @click.option("--iterations", type=int, default=50, show_default=True)
 @click.option("--warmup", type=int, default=5, show_default=True)
-def bench(model, backend, device, precision, restoration, eta, batch, iterations, warmup):
+def bench(model, backend, device, precision, restoration, eta, passes, batch, iterations, warmup):
     """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
     from edgead.runtime.latency import measure_latency
 
-    with _open_predictor(model, backend, device, precision, restoration=restoration, eta=eta) as predictor:
+    with _open_predictor(model, backend, device, precision, restoration=restoration, eta=eta, passes=passes) as predictor:
         stats = measure_latency(predictor, batch, iterations, warmup)
         click.echo(f"backend {predictor.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
     for stage, values in stats.items():
@@ -384,7 +385,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--report-every", "report_every_s", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds between FPS and latency reports on stderr.")
 @click.option("--min-box-area", "min_box_area_px", type=click.FloatRange(min=0), default=16, show_default=True, help="Smallest anomalous region that gets a box, in frame pixels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import logging
     import signal
@@ -404,7 +405,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, restoration, eta, passes))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:
