@@ -133,5 +133,5 @@ class RestorationHead(Head):
         return cv2.bilateralFilter(difference.astype(np.float32), d, float(self.bilateral["sigma_color"]), float(self.bilateral["sigma_space"]), borderType=cv2.BORDER_REFLECT)
 
     def describe(self) -> str:
-        how = f"exact, raster order" if self.mode == "exact" else f"parallel, <= {self.passes} passes"
+        how = "exact, raster order" if self.mode == "exact" else f"parallel, at most {self.passes} prior pass{'es' if self.passes > 1 else ''}"
         return f"restoration ({how}, eta {self.eta:g}, {self.grid[0]}x{self.grid[1]} codes of {self.codebook_size})"
