@@ -73,6 +73,8 @@ class RestorationHead(Head):
         options = self.options
         self.mode = check_mode(options.get("restoration") or info["mode"])
         self.eta = check_eta(options["eta"] if options.get("eta") is not None else info["eta"], "--eta" if options.get("eta") is not None else "manifest restoration.eta")
+        if self.mode == "exact" and options.get("passes") is not None:
+            raise ConfigError("--passes applies to --restoration parallel; exact restoration runs a prior pass per replaced code, leave --passes out")
         self.passes = int(options.get("passes") or info["passes"])
         if self.passes < 1:
             raise ConfigError(f"--passes {self.passes}: parallel restoration needs at least one prior pass")

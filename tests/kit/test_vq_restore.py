@@ -182,6 +182,11 @@ def test_eta_out_of_range_is_a_one_line_error(tiny_vq, tiny_data_root, eta):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_passes_with_exact_restoration_is_refused(tiny_vq, tiny_data_root):
+    result = CliRunner().invoke(main, ["eval", str(tiny_data_root), "--model", str(tiny_vq), "--restoration", "exact", "--passes", "2", "-q"])
+    assert result.exit_code != 0 and "--passes applies to --restoration parallel" in result.output
+
+
 def test_restoration_options_are_refused_by_other_heads(tiny_trained, tiny_data_root):
     _, path = tiny_trained
     result = CliRunner().invoke(main, ["eval", str(tiny_data_root), "--model", str(path), "--restoration", "exact", "-q"])
