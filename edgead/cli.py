@@ -72,7 +72,8 @@ def _progress(quiet: bool):
 
 
 def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None,
-                    streams: int = 1, threshold=None, false_alarm_rate=None, scorer=None):
+                    streams: int = 1, threshold=None, false_alarm_rate=None, scorer=None,
+                    restoration=None, eta=None, passes=None):
     from edgead.artifact import read_artifact
     from edgead.runtime.predictor import Predictor, tiling_from
     from edgead.workspace import resolve_model
@@ -82,7 +83,8 @@ def _open_predictor(model: str | None, backend: str | None, device: str, precisi
     artifact = read_artifact(resolve_model(model))
     tiling = tiling_from(artifact.manifest, tile, stride)
     predictor = Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams,
-                          threshold=threshold, false_alarm_rate=false_alarm_rate, scorer=scorer)
+                          threshold=threshold, false_alarm_rate=false_alarm_rate, scorer=scorer,
+                          head_options={"restoration": restoration, "eta": eta, "passes": passes})
     from edgead.runtime.backends.base import slow_engine_warning
 
     slow = slow_engine_warning(predictor.backend)
@@ -117,6 +119,15 @@ def tiling_options(command):
 
 
 scorer_option = click.option("--scorer", type=click.Choice(["reconstruction", "support"]), default=None, help="Scoring head of a model that stores several (small-ae): default the one it was trained with first.")
+
+
+def restoration_options(command):
+    """--restoration, --eta and --passes: run-time choices of the restoration head (vq-restore models); other heads refuse them."""
+    command = click.option("--passes", type=click.IntRange(min=1), default=None, help="Parallel restoration: prior passes at most (default: the model's).")(command)
+    command = click.option("--eta", type=float, default=None, help="Restoration: resample codes whose likelihood is below this (0 < eta < 1; default: the model's calibrated eta).")(command)
+    return click.option("--restoration", type=click.Choice(["exact", "parallel"]), default=None, help="Restoration: the paper's raster-order resampling, or edgead's bounded parallel passes (default: the model's, parallel).")(command)
+
+
 precision_option = click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default=None, help="Engine precision (default: fp16 on CUDA where built, else fp32).")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 
@@ -134,6 +145,8 @@ TRAIN_FLAGS = {
     "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area",
     "patch_stride_px": "--patch-stride", "scorer": "--scorer", "loss": "--loss", "augment": "--augment/--no-augment",
     "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch",
+    "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
+    "passes": "--passes",
 }
 
 
@@ -184,6 +197,11 @@ def _methods() -> list[str]:
 @click.option("--augment/--no-augment", default=None, help="small-ae: random flips and 90-degree turns of training patches (default on).")
 @click.option("--svm-nu", type=float, default=None, help="small-ae support scorer: nu of the one-class SVM (default 0.1).")
 @click.option("--svm-patches", type=int, default=None, help="small-ae support scorer: good patches the SVM is fitted on (default 1000).")
+@click.option("--level", type=click.Choice(["image", "patch"]), default=None, help="vq-restore: codes of whole images, or of 63 px patches cut at --stride (default image).")
+@click.option("--codebook-size", type=int, default=None, help="vq-restore: codes in the VQ-VAE codebook (default 512).")
+@click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 20).")
+@click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images with masked rectangles).")
+@click.option("--passes", type=click.IntRange(min=1), default=None, help="vq-restore: prior passes of parallel restoration at most (default 1).")
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option
@@ -252,11 +270,12 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @precision_option
 @tiling_options
 @scorer_option
+@restoration_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the false-alarm-rate calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, as_json, report, adopt_threshold, quiet):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, as_json, report, adopt_threshold, quiet):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
@@ -264,7 +283,7 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
     dataset = open_dataset(data_dir)
     if adopt_threshold and scorer is not None:
         raise ConfigError("--adopt-threshold stores the threshold of the model's default scorer; leave --scorer out, or re-train with that scorer first")
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -303,15 +322,16 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @precision_option
 @tiling_options
 @scorer_option
+@restoration_options
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, overlays, batch_size, quiet):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, overlays, batch_size, quiet):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
@@ -449,6 +469,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @precision_option
 @tiling_options
 @scorer_option
+@restoration_options
 @click.option("--headless", is_flag=True, help="No window (needed with opencv-python-headless or without a display).")
 @click.option("--save-video", type=click.Path(dir_okay=False), default=None, help="Write the annotated frames to this video (.mp4; .avi for MJPG).")
 @click.option("--events", type=click.Path(dir_okay=False), default=None, help="Append one JSON line per anomalous frame to this file.")
@@ -459,7 +480,7 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--drift-window", "drift_frames", type=click.IntRange(min=0), default=100, show_default=True,
               help="Frames whose median score is compared with the good calibration to detect drift (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import signal
     from contextlib import ExitStack
@@ -478,7 +499,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:

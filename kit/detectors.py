@@ -35,6 +35,7 @@ DETECTORS: dict[str, str] = {
     "patchcore": "edgead.kit.patchcore",
     "patchwise-ae": "edgead.kit.patchwise_ae",
     "small-ae": "edgead.kit.small_ae_detector",
+    "vq-restore": "edgead.kit.vq_restore",
 }
 
 

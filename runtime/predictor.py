@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -146,6 +147,7 @@ class Predictor:
         threshold: float | None = None,
         false_alarm_rate: float | None = None,
         scorer: str | None = None,
+        head_options: Mapping[str, Any] | None = None,
     ) -> None:
         """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
         one for the main graph, or a mapping from graph name to Backend covering every graph.
@@ -156,6 +158,7 @@ class Predictor:
         threshold for this rate on the engine's calibration instead. Otherwise the main engine's own
         threshold where it has one (export calibrates each engine through its own outputs), else the model's.
         `scorer`: one of the scoring heads the model stores, instead of its default (with that head's calibration).
+        `head_options`: run-time options of the scoring head (e.g. {"restoration": "exact"}); None values are not given.
         """
         artifact = with_scorer(artifact, scorer)
         manifest = artifact.manifest
@@ -181,7 +184,7 @@ class Predictor:
             self.backends = self._open_backends(backend, device, precision, opened)
             self.backend: Backend = self.backends[self.main_graph]
             others = {name: b for name, b in self.backends.items() if name != self.main_graph}
-            self.scoring_head: Head = open_head(artifact, device, others)
+            self.scoring_head: Head = open_head(artifact, device, others, head_options)
             opened.callback(self.scoring_head.close)
             self.scheduler = PatchScheduler(make_slots(self.backend, streams, self.max_batch))
             self.threshold_choice, self.calibration = choose_threshold(manifest["postprocess"], self.backend.engine, threshold, false_alarm_rate)
@@ -196,6 +199,9 @@ class Predictor:
             if missing:
                 raise ConfigError(f"no backend given for graphs {missing} of {self.artifact.path}")
             return dict(backend)
+        without = [name for name in self.graphs if not any(e.get("graph") == name for e in self.artifact.manifest.get("engines", []))]
+        if without:
+            raise BackendError(f"{self.artifact.path} has no engine of graph {', '.join(map(repr, without))}; re-train the model, or rebuild its engines with `edgead export --engine fp32`")
         backends = {}
         for name in self.graphs:
             backends[name] = open_backend(self.artifact, backend, device, precision, graph=name)

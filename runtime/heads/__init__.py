@@ -21,6 +21,7 @@ HEADS: dict[str, tuple[str, str]] = {
     "knn": ("edgead.runtime.heads.knn", "KnnHead"),
     "reconstruction": ("edgead.runtime.heads.reconstruction", "ReconstructionHead"),
     "support": ("edgead.runtime.heads.support", "SupportHead"),
+    "restoration": ("edgead.runtime.heads.restoration", "RestorationHead"),
 }
 
 
@@ -46,8 +47,11 @@ def with_scorer(artifact: Artifact, scorer: str | None) -> Artifact:
     return Artifact(artifact.path, manifest, artifact.members)
 
 
-def open_head(artifact: Artifact, device: str = "cpu", backends: Mapping[str, Any] | None = None) -> Head:
-    """The head the manifest names, given the opened backends of the graphs it calls itself (by graph name)."""
+def open_head(artifact: Artifact, device: str = "cpu", backends: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None) -> Head:
+    """The head the manifest names, given the opened backends of the graphs it calls itself (by graph name).
+
+    `options`: run-time options by name (None values are "not given"); one the head does not take is an error.
+    """
     section = head_section(artifact.manifest, str(artifact.path))
     if section["name"] not in HEADS:
         raise ArtifactError(
@@ -56,6 +60,13 @@ def open_head(artifact: Artifact, device: str = "cpu", backends: Mapping[str, An
         )
     module_name, class_name = HEADS[section["name"]]
     cls = getattr(importlib.import_module(module_name), class_name)
+    given = {name: value for name, value in (options or {}).items() if value is not None}
+    foreign = sorted(name for name in given if name not in cls.OPTIONS)
+    if foreign:
+        spelled = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise ConfigError(f"{spelled} does not apply to this model ({artifact.manifest.get('method')}, {section['name']} head); leave it out")
+    if given:
+        return cls(artifact, section, device, dict(backends or {}), given)
     return cls(artifact, section, device, dict(backends or {}))
 
 

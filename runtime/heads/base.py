@@ -17,7 +17,8 @@ class Head:
 
     `section` is the manifest's `head` entry; a head reads its own manifest sections (a memory bank,
     SVM support vectors, a codebook) and checks them with `require_keys`. `backends` holds the opened
-    engines of the model's other graphs, by graph name, for heads that orchestrate several graphs.
+    engines of the model's other graphs, by graph name, for heads that orchestrate several graphs;
+    `options` the run-time options given (names from OPTIONS, values not None).
     The Predictor turns the grids into maps: resized to the engine input, smoothed, stitched.
     """
 
@@ -25,12 +26,17 @@ class Head:
     # whether fold_scores can refit this head from engine outputs alone (k-fold cross-calibration at
     # training, per-engine thresholds at export, enroll); a learned head cannot without retraining
     refits_per_fold = False
+    # run-time options this head takes (`eval --restoration exact` ...); open_head refuses any other
+    OPTIONS: tuple[str, ...] = ()
 
-    def __init__(self, artifact: Artifact, section: dict[str, Any], device: str, backends: Mapping[str, Any]) -> None:
+    def __init__(
+        self, artifact: Artifact, section: dict[str, Any], device: str, backends: Mapping[str, Any], options: Mapping[str, Any] | None = None
+    ) -> None:
         self.artifact = artifact
         self.section = section
         self.device = device
         self.backends = dict(backends)
+        self.options = dict(options or {})
 
     def score(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Main-graph outputs by name, each (N, ...) -> score grids (N, gh, gw) float32."""

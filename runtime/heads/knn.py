@@ -37,8 +37,8 @@ class KnnHead(Head):
 
     name = "knn"
 
-    def __init__(self, artifact: Artifact, section: dict[str, Any], device: str, backends: Mapping[str, Any]) -> None:
-        super().__init__(artifact, section, device, backends)
+    def __init__(self, artifact: Artifact, section: dict[str, Any], device: str, backends: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(artifact, section, device, backends, options)
         manifest = artifact.manifest
         require_keys(manifest, SECTION_KEYS, str(artifact.path))
         info = manifest["memory_bank"]

@@ -1,0 +1,158 @@
+"""Configuration of the VQ-VAE restoration detector (`edgead train --method vq-restore`), and its two levels' models.
+
+One implementation, two levels: `image` encodes whole frames resized to the input (128 px -> a 16x16
+code grid by default, 8 px per code as in the paper; `--image-size 256` gives its 32x32 grid, at
+about 4x the cost of the prior and of exact restoration); `patch` encodes 63x63 patches cut from frames at a stride (the small patch
+auto-encoder's 17x17x16 latent grid) and is scored through the stride-based patch path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from edgead.errors import ConfigError
+
+LEVELS = ("image", "patch")
+AUGMENTS = ("dihedral", "flips", "none")
+PATCH_PX = 63
+PATCH_GRID = 17
+
+
+@dataclass(frozen=True)
+class VQRestoreConfig:
+    """How a VQ-VAE + autoregressive prior detector is trained; None means "the level's default"."""
+
+    level: str = "image"
+    # image level: the model input (frames are resized to it); the patch level takes 63x63 patches as they are
+    image_size_px: int | None = None
+    # patch level: patches are cut every stride_px pixels
+    stride_px: int | None = None
+    downsample: int = 8  # image level: input pixels per code, a power of 2 (256 px / 8 = a 32x32 grid)
+    codebook_size: int = 512
+    code_dim: int | None = None  # image level 32 (the paper), patch level 16 (the 17x17x16 latent)
+    hidden_channels: int = 32
+    res_blocks: int = 2
+    beta: float = 0.25  # commitment weight
+    crop_px: int | None = None  # image level: the VQ-VAE trains on random crops of this size (default: half the input)
+    epochs: int = 20  # VQ-VAE epochs
+    prior_epochs: int = 20
+    prior_channels: int = 32
+    prior_blocks: int = 2
+    learning_rate: float = 1e-3
+    augment: str = "dihedral"  # the paper's for textures: 90-degree turns and flips
+    holdout_fraction: float = 0.2  # good images held out to calibrate eta and the threshold
+    eta: float | None = None  # likelihood threshold; None: calibrated on held-out images with masked rectangles
+    passes: int = 1  # parallel restoration: prior passes at most (1 measured best on demo brick: README)
+    restoration: str = "parallel"  # the model's default at run time
+    resample: str = "argmax"  # replacement: the most likely code (the paper's), or a seeded draw among the likely codes
+    bilateral_d: int | None = None  # bilateral filter of the map (the paper: 20 px, sigmas 75); 0 turns it off
+    bilateral_sigma_color: float = 75.0
+    bilateral_sigma_space: float = 75.0
+    score_quantile: float | None = None
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ConfigError(f"--level {self.level!r}: choose image or patch")
+        if self.level == "image":
+            if self.stride_px is not None:
+                raise ConfigError("--stride applies to --level patch (patches cut at a stride); the image level resizes whole frames")
+            size = self.input_px
+            if self.downsample not in (2, 4, 8, 16) or size % self.downsample or size < 32:
+                raise ConfigError(f"image size {size} px with {self.downsample} px per code: pick a size of at least 32 px divisible by 2, 4, 8 or 16")
+            if not self.downsample <= self.train_crop_px <= size or self.train_crop_px % self.downsample:
+                raise ConfigError(f"crop {self.train_crop_px} px must be a multiple of {self.downsample} between {self.downsample} and {size}")
+        else:
+            if self.image_size_px is not None:
+                raise ConfigError(f"--image-size does not apply to --level patch: patches are {PATCH_PX} px, cut from frames as they are")
+            if not 1 <= self.patch_stride_px <= PATCH_PX:
+                raise ConfigError(f"--stride {self.stride_px} px must be between 1 and the patch size {PATCH_PX}")
+        checks = [
+            (self.codebook_size >= 2, f"--codebook-size {self.codebook_size} needs at least 2 codes"),
+            (self.epochs >= 1 and self.prior_epochs >= 1, "--epochs and --prior-epochs must be at least 1"),
+            (self.augment in AUGMENTS, f"augment {self.augment!r}: choose one of {AUGMENTS}"),
+            (0 < self.holdout_fraction < 1, f"--holdout {self.holdout_fraction}: eta and the threshold need held-out good images, give a fraction in (0, 1)"),
+            (self.eta is None or 0 < self.eta < 1, f"--eta {self.eta} is out of range: the likelihood threshold must be between 0 and 1 (exclusive), e.g. 0.0005"),
+            (self.passes >= 1, f"--passes {self.passes}: parallel restoration needs at least one prior pass"),
+            (self.restoration in ("exact", "parallel"), f"restoration {self.restoration!r}: choose exact or parallel"),
+            (self.resample in ("sample", "argmax"), f"resample {self.resample!r}: choose sample or argmax"),
+            (self.score_quantile is None or 0 < self.score_quantile < 1, f"score quantile must be between 0 and 1, got {self.score_quantile}"),
+            (self.batch_size >= 1 and self.learning_rate > 0 and self.beta >= 0, "batch size, learning rate and beta must be positive"),
+            (self.hidden_channels >= 8 and self.prior_channels >= 8 and self.prior_blocks >= 1, "hidden and prior channels must be >= 8, prior blocks >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def input_px(self) -> int:
+        """Side of the encoder's input: the image size (image level) or the patch size."""
+        return (self.image_size_px or 128) if self.level == "image" else PATCH_PX
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.input_px // self.downsample if self.level == "image" else PATCH_GRID
+        return side, side
+
+    @property
+    def latent_dim(self) -> int:
+        return self.code_dim or (32 if self.level == "image" else 16)
+
+    @property
+    def train_crop_px(self) -> int:
+        return self.crop_px or (self.input_px // 2 if self.level == "image" else PATCH_PX)
+
+    @property
+    def patch_stride_px(self) -> int:
+        return self.stride_px or 16
+
+    @property
+    def bilateral(self) -> dict[str, float]:
+        d = self.bilateral_d if self.bilateral_d is not None else (20 if self.level == "image" else 5)
+        return {"d": d, "sigma_color": self.bilateral_sigma_color, "sigma_space": self.bilateral_sigma_space}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VQRestoreConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown vq-restore config keys {unknown}; known: {sorted(names)}")
+        return cls(**data)
+
+
+def patch_encoder(hidden: int, code_dim: int) -> nn.Module:
+    """63x63 patches -> a 17x17 latent grid in four convolutional blocks (the small patch auto-encoder's shape)."""
+    return nn.Sequential(
+        nn.Conv2d(3, hidden // 2, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(hidden // 2, hidden, 5, stride=2, padding=1), nn.ReLU(),  # 63 -> 31
+        nn.Conv2d(hidden, hidden, 5, stride=2, padding=3), nn.ReLU(),  # 31 -> 17
+        nn.Conv2d(hidden, code_dim, 3, padding=1),
+    )
+
+
+def patch_decoder(hidden: int, code_dim: int) -> nn.Module:
+    """The patch encoder mirrored: 17x17 -> 63x63."""
+    return nn.Sequential(
+        nn.Conv2d(code_dim, hidden, 3, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(hidden, hidden, 5, stride=2, padding=3), nn.ReLU(),  # 17 -> 31
+        nn.ConvTranspose2d(hidden, hidden // 2, 5, stride=2, padding=1), nn.ReLU(),  # 31 -> 63
+        nn.Conv2d(hidden // 2, 3, 3, padding=1),
+    )
+
+
+def build_autoencoder(config: VQRestoreConfig) -> tuple[nn.Module, nn.Module]:
+    """The level's encoder and decoder; everything else (quantiser, prior, restoration) is shared."""
+    from edgead.kit.vqvae import image_decoder, image_encoder
+
+    if config.level == "image":
+        args = (config.hidden_channels, config.latent_dim, config.downsample, config.res_blocks)
+        return image_encoder(*args), image_decoder(*args)
+    return patch_encoder(config.hidden_channels, config.latent_dim), patch_decoder(config.hidden_channels, config.latent_dim)

@@ -1,0 +1,193 @@
+"""vq-restore: the prior's causality, codebook restarts, a tiny model trained, exported and restored through the runtime."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgead.artifact import read_artifact, write_artifact
+from edgead.cli import main
+from edgead.errors import ArtifactError, BackendError, ConfigError
+from edgead.kit.pixelsnail import PixelSnailPrior
+from edgead.kit.vq_config import VQRestoreConfig
+from edgead.kit.vqvae import VectorQuantizer
+from edgead.runtime.predictor import Predictor
+
+TINY = dict(image_size_px=32, codebook_size=16, hidden_channels=16, prior_channels=16, epochs=2, prior_epochs=2, batch_size=4, holdout_fraction=0.25)
+
+
+def test_the_prior_is_causal_changing_code_i_changes_no_logit_at_positions_up_to_i():
+    torch.manual_seed(0)
+    prior = PixelSnailPrior(8, (4, 5), channels=16, blocks=2).eval()
+    codes = torch.randint(0, 8, (1, 4, 5))
+    with torch.no_grad():
+        before = prior(codes).flatten(2)
+        for i in (0, 6, 12, 19):
+            changed = codes.clone().view(1, -1)
+            changed[0, i] = (changed[0, i] + 3) % 8
+            after = prior(changed.view(1, 4, 5)).flatten(2)
+            moved = (after - before).abs().amax(dim=1)[0]
+            assert moved[: i + 1].max() == 0.0, f"code {i} leaks into positions <= {i}"
+            if i < 19:
+                assert moved[i + 1 :].max() > 0.0  # and the later positions do see it
+
+
+def test_codebook_restart_revives_unused_codes():
+    torch.manual_seed(0)
+    data = torch.randn(2, 4, 8, 8) * 0.1
+    for restart_below, revived in ((1.0, True), (0.0, False)):
+        quantizer = VectorQuantizer(16, 4, restart_below=restart_below).train()
+        with torch.no_grad():
+            quantizer.embedding[:] = torch.randn(16, 4) * 0.1
+            quantizer.embedding[8:] += 100.0  # codes 8..15 are nowhere near the data: never assigned
+            quantizer.embedding_sum.copy_(quantizer.embedding)
+        assert quantizer.assign(data).max() < 8
+        for _ in range(3):
+            quantizer(data)
+        used = set(quantizer.assign(data).unique().tolist())
+        assert bool(used & set(range(8, 16))) == revived
+        assert (int(quantizer.restarts) > 0) == revived
+
+
+def test_config_refuses_eta_out_of_range_and_a_bad_grid():
+    with pytest.raises(ConfigError, match="out of range"):
+        VQRestoreConfig(eta=1.0)
+    with pytest.raises(ConfigError, match="divisible"):
+        VQRestoreConfig(image_size_px=100)
+
+
+def test_the_prior_refuses_a_grid_it_was_not_trained_for():
+    prior = PixelSnailPrior(8, (4, 4), channels=16, blocks=1).eval()
+    with pytest.raises(ConfigError, match=r"not the \(4, 4\) grid"):
+        prior(torch.zeros(1, 5, 4, dtype=torch.int64))
+
+
+@pytest.fixture(scope="module")
+def tiny_vq(tiny_data_root, tmp_path_factory):
+    """A vq-restore model trained by the CLI on the tiny category (eta calibrated), with ONNX and TorchScript engines."""
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("vq") / "vq.edgead"
+    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--out", str(out), "-q"]
+    args += ["--image-size", "32", "--codebook-size", "16", "--epochs", "2", "--prior-epochs", "2", "--holdout", "0.25", "--batch-size", "4"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "codebook:" in result.output and "of 16 codes used" in result.output
+    assert "eta " in result.output and "masked copies" in result.output
+    return out
+
+
+def test_training_writes_three_graphs_with_parity(tiny_vq):
+    manifest = read_artifact(tiny_vq).manifest
+    assert set(manifest["graphs"]) == {"encoder", "prior", "decoder"}
+    assert manifest["head"]["name"] == "restoration"
+    assert {(e["graph"], e["backend"]) for e in manifest["engines"]} == {(g, b) for g in manifest["graphs"] for b in ("onnxruntime", "torchscript")}
+    for entry in manifest["engines"]:
+        graphs = entry["parity"]["graphs"]
+        assert set(graphs) == {"encoder", "prior", "decoder"}
+        assert graphs["encoder"]["codes_mismatch_fraction"] == 0.0
+        assert graphs["prior"]["max_rel_output_diff"] < 1e-4 and graphs["decoder"]["max_rel_output_diff"] < 1e-4
+    rest = manifest["restoration"]
+    assert 0 < rest["eta"] < 1 and rest["grid"] == [4, 4]
+    assert 1 <= manifest["codebook"]["used"] <= 16
+
+
+def _images(root):
+    from edgead.runtime.datasets import open_dataset
+    from edgead.runtime.images import read_image
+
+    return [read_image(s.path) for s in open_dataset(root).test]
+
+
+@pytest.mark.parametrize("mode", ["parallel", "exact"])
+def test_onnx_runtime_restoration_matches_the_eager_one(tiny_vq, tiny_data_root, mode):
+    from edgead.kit.eager import eager_backends
+    from edgead.kit.vq_restore import DETECTOR
+
+    artifact = read_artifact(tiny_vq)
+    images = _images(tiny_data_root)
+    options = {"restoration": mode, "eta": 0.2}  # a high eta: many codes are unlikely, so much is replaced
+    with Predictor(artifact, backend="onnxruntime", head_options=options) as engine:
+        got = engine.predict(images)
+        got_changed = engine.scoring_head.last.changed
+        assert engine.backends["prior"].name == "onnxruntime"
+    with Predictor(artifact, eager_backends(artifact, DETECTOR.load_graphs(artifact)), head_options=options) as eager:
+        want = eager.predict(images)
+        want_changed = eager.scoring_head.last.changed
+    assert want_changed.any()
+    np.testing.assert_array_equal(got_changed, want_changed)
+    np.testing.assert_allclose(np.stack([p.anomaly_map for p in got]), np.stack([p.anomaly_map for p in want]), atol=1e-4)
+
+
+def test_exact_and_parallel_agree_when_no_code_is_unlikely(tiny_vq, tiny_data_root):
+    artifact = read_artifact(tiny_vq)
+    images = _images(tiny_data_root)
+    maps = {}
+    for mode in ("exact", "parallel"):
+        with Predictor(artifact, backend="onnxruntime", head_options={"restoration": mode, "eta": 1e-30}) as predictor:
+            maps[mode] = np.stack([p.anomaly_map for p in predictor.predict(images)])
+            assert not predictor.scoring_head.last.changed.any()
+    np.testing.assert_array_equal(maps["exact"], maps["parallel"])
+    assert maps["exact"].max() == 0.0  # nothing restored: the restored decoding is the reconstruction itself
+
+
+def test_the_head_refuses_a_grid_the_prior_was_not_trained_for(tiny_vq):
+    artifact = read_artifact(tiny_vq)
+    with Predictor(artifact, backend="onnxruntime") as predictor:
+        with pytest.raises(ConfigError, match=r"not the \(4, 4\) grid the prior was trained for"):
+            predictor.scoring_head.score({"codes": np.zeros((1, 5, 5), dtype=np.int64)})
+
+
+def _without_prior(path, tmp_path, keep_graph):
+    artifact = read_artifact(path)
+    manifest = json.loads(json.dumps(artifact.manifest))
+    dropped = {e["member"] for e in manifest["engines"] if e["graph"] == "prior"}
+    manifest["engines"] = [e for e in manifest["engines"] if e["graph"] != "prior"]
+    if not keep_graph:
+        del manifest["graphs"]["prior"]
+    members = {name: artifact.member(name) for name in manifest["members"] if name not in dropped}
+    del manifest["members"]
+    return write_artifact(tmp_path / f"no-prior-{keep_graph}.edgead", manifest, members)
+
+
+@pytest.mark.parametrize("keep_graph, error, message", [(False, ArtifactError, "no 'prior' graph"), (True, BackendError, "no engine of graph 'prior'")])
+def test_an_artifact_missing_one_of_its_graphs_is_a_one_line_error(tiny_vq, tmp_path, keep_graph, error, message):
+    path = _without_prior(tiny_vq, tmp_path, keep_graph)
+    with pytest.raises(error, match=message):
+        Predictor(read_artifact(path), backend="onnxruntime")
+    result = CliRunner().invoke(main, ["bench", "--model", str(path), "--iterations", "1", "--warmup", "0"])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_eval_predict_bench_and_run_with_either_restoration(tiny_vq, tiny_data_root, tmp_path):
+    runner = CliRunner()
+    for mode in ("exact", "parallel"):
+        result = runner.invoke(main, ["eval", str(tiny_data_root), "--model", str(tiny_vq), "--restoration", mode, "--json", "-q"])
+        assert result.exit_code == 0, result.output
+        assert 0.0 <= json.loads(result.stdout)["image_auroc"] <= 1.0
+    result = runner.invoke(main, ["predict", str(tiny_data_root / "test"), "--model", str(tiny_vq), "--out", str(tmp_path / "p"), "--restoration", "exact", "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["bench", "--model", str(tiny_vq), "--restoration", "parallel", "--iterations", "2", "--warmup", "1"])
+    assert result.exit_code == 0 and "parallel, at most 1 prior pass," in result.output, result.output
+    result = runner.invoke(main, ["run", "--images", str(tiny_data_root / "test" / "good"), "--model", str(tiny_vq), "--headless", "--json", "--restoration", "exact"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("eta", ["0", "1.5"])
+def test_eta_out_of_range_is_a_one_line_error(tiny_vq, tiny_data_root, eta):
+    result = CliRunner().invoke(main, ["eval", str(tiny_data_root), "--model", str(tiny_vq), "--eta", eta, "-q"])
+    assert result.exit_code != 0 and "out of range" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_passes_with_exact_restoration_is_refused(tiny_vq, tiny_data_root):
+    result = CliRunner().invoke(main, ["eval", str(tiny_data_root), "--model", str(tiny_vq), "--restoration", "exact", "--passes", "2", "-q"])
+    assert result.exit_code != 0 and "--passes applies to --restoration parallel" in result.output
+
+
+def test_restoration_options_are_refused_by_other_heads(tiny_trained, tiny_data_root):
+    _, path = tiny_trained
+    result = CliRunner().invoke(main, ["eval", str(tiny_data_root), "--model", str(path), "--restoration", "exact", "-q"])
+    assert result.exit_code != 0 and "--restoration does not apply" in result.output
