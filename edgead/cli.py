@@ -419,14 +419,15 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
 @device_option
 @precision_option
 @scorer_option
+@restoration_options
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
-def bench(model, backend, device, precision, scorer, batch, iterations, warmup):
+def bench(model, backend, device, precision, scorer, restoration, eta, passes, batch, iterations, warmup):
     """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
     from edgead.runtime.latency import measure_latency
 
-    with _open_predictor(model, backend, device, precision, scorer=scorer) as predictor:
+    with _open_predictor(model, backend, device, precision, scorer=scorer, restoration=restoration, eta=eta, passes=passes) as predictor:
         stats = measure_latency(predictor, batch, iterations, warmup)
         click.echo(f"backend {predictor.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
         patches = predictor.patches_per_sample() if predictor.patches else 0

@@ -136,12 +136,13 @@ class PatchwiseAEConfig(PatchCoreConfig):
     cutpaste_area: float = 0.15
 
     def __post_init__(self) -> None:
-        min_px = self.reflect_pad_px + 16
+        # a 6x6 grid of 8 px patches (3x3 cells of the deeper, stride-16 stage), more with a mirrored border
+        min_px = max(48, self.reflect_pad_px + 16)
         if self.image_size_px < min_px:
             raise ConfigError(
-                f"image size {self.image_size_px} px is too small for the patch grid: the patch-wise auto-encoder mirrors "
-                f"{self.reflect_pad_px} px at each border and needs at least {min_px} px (a {min_px // 8}x{min_px // 8} grid of 8 px patches); "
-                "use --image-size 256"
+                f"image size {self.image_size_px} px is too small for the patch grid: the patch-wise auto-encoder "
+                f"needs at least {min_px} px (a {min_px // 8}x{min_px // 8} grid of 8 px patches"
+                f"{f', {self.reflect_pad_px} px mirrored at each border' if self.reflect_pad_px else ''}); use --image-size 256"
             )
         super().__post_init__()
         if self.compressed_dim < 1 or self.decoder_dim < 1:

@@ -143,7 +143,8 @@ class StreamingCoreset:
         self.progress = progress
         self._xp = array_module(device)
         self._rng = np.random.default_rng(seed)
-        self._projection = self._xp.asarray(random_projection(dim, projection_dim, self._rng))
+        projection = random_projection(dim, projection_dim, self._rng)  # None: features no wider than the projection
+        self._projection = None if projection is None else self._xp.asarray(projection)
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
         self._seen = 0
