@@ -208,7 +208,7 @@ class StreamingCoreset:
         seen = self._seen + rows_in
         share = max(1, round(self.fraction * rows_in))
         left = self._budget(seen) - self._kept_count  # the last chunk may need more than its share, or less
-        order_len = min(rows_in, max(1, left if last else OVERPICK * share))
+        order_len = min(rows_in, max(1, left if last else int(OVERPICK * share)))
         rows = xp.asarray(chunk)
         projected = project(rows, self._projection, xp)
         recent = list(self._recent)
