@@ -11,7 +11,7 @@ import numpy as np
 from edgead.artifact import Artifact, require_keys
 from edgead.errors import ArtifactError, EdgeADError
 from edgead.progress import Progress, silent_progress
-from edgead.runtime.coreset import coreset_target, greedy_coreset
+from edgead.runtime.coreset import StreamingCoreset, coreset_target
 from edgead.runtime.crossval import fold_ids
 from edgead.runtime.heads.base import Head
 from edgead.runtime.memory_bank import MemoryBank
@@ -67,36 +67,66 @@ class KnnHead(Head):
     ) -> np.ndarray:
         """Each fold scored against a bank subsampled, with the model's coreset rule, from the other folds' features.
 
-        Features are extracted once; only the coresets are rebuilt, one per fold. `base_bank` (M, C) joins
-        every fold bank's pool, counted as `base_seen` features seen (enroll: the bank before new images).
-        `cache`: fold banks kept between calls on the same reference, folds and seed (export: one set for all engines).
+        Features are extracted once, and subsampled once: each fold's features go through their own
+        streaming coreset, and a fold's bank is the union of the other folds' coresets (a union of
+        coresets of the parts is a coreset of the whole, with the largest of their radii). That costs
+        one coreset pass over all features, not one per fold; the union is a little more redundant than
+        a coreset of the pool, so fold scores run a little higher (a conservative threshold).
+        `base_bank` (M, C) joins every fold bank, counted as `base_seen` features seen (enroll: the bank
+        before new images). `cache`: fold banks kept between calls on the same reference, folds and seed
+        (export: one set for all engines).
         """
-        info = self.artifact.manifest["memory_bank"]
-        settings = info.get("coreset") or {"fraction": 1.0, "projection_dim": 64, "seed": 0}
         reference = [r[self.output] for r in reference]
         scored = reference if queries is None else [q[self.output] for q in queries]
         ids = fold_ids(len(reference), folds, seed)
+        n_folds = int(ids.max()) + 1
+        banks = None if cache is None else cache.get((folds, seed))
+        if banks is None:
+            banks = self._fold_banks(reference, ids, n_folds, base_bank, base_seen, progress)
+            if cache is not None:
+                cache[(folds, seed)] = banks
         scores = np.empty(len(reference), dtype=np.float64)
-        with progress("cross-calibrate", int(ids.max()) + 1) as advance:
-            for fold in range(int(ids.max()) + 1):
-                bank = None if cache is None else cache.get((folds, seed, fold))
-                if bank is None:
-                    bank = self._fold_bank(reference, ids != fold, settings, base_bank, base_seen)
-                    if cache is not None:
-                        cache[(folds, seed, fold)] = bank
+        with progress("cross-calibrate", len(reference)) as advance:
+            for fold in range(n_folds):
                 for i in np.flatnonzero(ids == fold):
-                    scores[i] = image_score(int(i), patch_scores(scored[i], bank))
-                advance(1)
+                    scores[i] = image_score(int(i), patch_scores(scored[i], banks[fold]))
+                    advance(1)
         return scores
 
-    def _fold_bank(self, reference: Sequence[np.ndarray], chosen_images: np.ndarray, settings: dict, base_bank: np.ndarray | None,
-                   base_seen: int) -> MemoryBank:
-        """The bank subsampled from the features of the chosen images (plus `base_bank`) with the model's coreset rule."""
-        others = [_rows(reference[i]) for i in np.flatnonzero(chosen_images)]
-        pool = np.concatenate(([] if base_bank is None else [np.asarray(base_bank, np.float32)]) + others).astype(np.float32, copy=False)
-        target = min(coreset_target(settings, base_seen + sum(len(o) for o in others)), pool.shape[0])
-        chosen = greedy_coreset(pool, target, int(settings["projection_dim"]), int(settings["seed"]), measure_radius=False)
-        return MemoryBank(pool[chosen.indices].astype(np.float16), k=int(self.artifact.manifest["memory_bank"]["k"]))
+    def _fold_banks(self, reference: Sequence[np.ndarray], ids: np.ndarray, n_folds: int, base_bank: np.ndarray | None,
+                    base_seen: int, progress: Progress) -> list[MemoryBank]:
+        """Per fold, the bank without it: `base_bank` plus the other folds' coresets, each fold subsampled once."""
+        info = self.artifact.manifest["memory_bank"]
+        settings = info.get("coreset") or {"fraction": 1.0, "projection_dim": 64, "seed": 0}
+        rows = [_rows(features) for features in reference]
+        fold_rows = np.array([sum(rows[i].shape[0] for i in np.flatnonzero(ids == fold)) for fold in range(n_folds)])
+        others = int(round(fold_rows.sum() - fold_rows.mean())) if n_folds > 1 else int(fold_rows.sum())
+        base = 0 if base_bank is None else int(base_bank.shape[0])
+        # the share of new rows a fold bank keeps: the model's rule on (base + others) features, less the base bank
+        budget = coreset_target(settings, base_seen + others) - base
+        fraction = float(np.clip(budget / max(1, others), 1e-9, 1.0))
+        dim = rows[0].shape[1]
+        coresets = []
+        with progress("fold coresets", int(fold_rows.sum())) as advance:
+            for fold in range(n_folds):
+                if fraction >= 1.0:
+                    kept = [rows[i] for i in np.flatnonzero(ids == fold)]
+                    coresets.append(np.concatenate(kept).astype(np.float16))
+                    advance(int(fold_rows[fold]))
+                    continue
+                sampler = StreamingCoreset(fraction, dim, int(settings["projection_dim"]), int(settings["seed"]) + fold,
+                                           device=self.coreset_device, progress=advance)
+                for i in np.flatnonzero(ids == fold):
+                    sampler.add(rows[i])
+                coresets.append(sampler.finish().features.astype(np.float16))
+        k = int(info["k"])
+        head = [] if base_bank is None else [np.asarray(base_bank, np.float16)]
+        return [MemoryBank(np.concatenate(head + [c for j, c in enumerate(coresets) if j != fold]), k=k) for fold in range(n_folds)]
+
+    @property
+    def coreset_device(self) -> str:
+        """Where fold coresets run: the GPU (CuPy) when the bank is there, else the CPU."""
+        return "cuda" if self.bank.device == "cuda" else "cpu"
 
     def describe(self) -> str:
         return f"knn ({self.bank.count} x {self.bank.dim}, k={self.bank.k}, {self.bank.device})"
