@@ -162,7 +162,7 @@ def _methods() -> list[str]:
 @click.option("--out", type=click.Path(dir_okay=False), default="model.edgead", show_default=True, help="Where to write the model.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Backbone weights file (needed for wide_resnet50_2: torchvision's state_dict).")
 @click.option("--backbone", type=click.Choice(["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "wide_resnet50_2"]), default=None, help="Pretrained CNN (default efficientnet_lite0).")
-@click.option("--image-size", "image_size_px", type=int, default=None, help="Model input size in pixels, square (default 256; small-ae: the frame size patches are cut from).")
+@click.option("--image-size", "image_size_px", type=int, default=None, help="Model input size in pixels, square (default 256; with --tile: the tile size, rounded up to a multiple of 16; small-ae: the frame size patches are cut from).")
 @click.option("--coreset", default=None, help="Memory bank size: a fraction of all patch features (default 0.1) or a count (5000).")
 @click.option("--k", type=int, default=None, help="Nearest neighbours averaged per patch score (default 1).")
 @click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
@@ -171,7 +171,7 @@ def _methods() -> list[str]:
 @click.option("--folds", type=click.IntRange(min=2), default=None, help="Cross-calibration folds: each good image is scored by a model built without its fold (default 5).")
 @click.option("--holdout", "holdout_fraction", type=float, default=None,
               help="Fraction of good images kept out of the bank (default 0: cross-calibration scores every image without itself).")
-@click.option("--tile", "tile_px", type=click.IntRange(min=16), default=None, help="Cut images into tiles of this many pixels (for frames much larger than --image-size).")
+@click.option("--tile", "tile_px", type=click.IntRange(min=16), default=None, help="Cut images into tiles of this many pixels, each fed to the model at its own resolution (for frames much larger than the model input).")
 @click.option("--stride", "stride_px", type=click.IntRange(min=1), default=None, help="Tile stride in pixels (default: the tile size).")
 @click.option("--score-quantile", type=float, default=None, help="Image score = this quantile of the anomaly map (e.g. 0.99) instead of its maximum.")
 @click.option("--blur-sigma", "blur_sigma_px", type=float, default=None, help="Gaussian smoothing of the anomaly map, in pixels (default 4).")
@@ -218,6 +218,9 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
         raise ConfigError(f"--resume does not apply to --method {method}: it trains in one pass, with nothing to resume")
     if options.get("feature_dim") is None and options.get("backbone") == "wide_resnet50_2":
         options["feature_dim"] = 1024
+    if options.get("tile_px") is not None and options.get("image_size_px") is None:
+        # tiles go to the model at their own resolution (rounded up to the backbone's 16 px), not enlarged to 256
+        options["image_size_px"] = max(32, -(-options["tile_px"] // 16) * 16)
     if coreset is not None:
         options.update(parse_coreset(coreset))
     config = build_config(detector, options, TRAIN_FLAGS)

@@ -77,3 +77,14 @@ def test_tiling_options_are_checked(tiny_trained):
         tiling_from(manifest, 64, 65)
     with pytest.raises(ConfigError, match="--stride needs --tile"):
         PatchCoreConfig(stride_px=32)
+
+
+@pytest.mark.parametrize("extra, size", [([], 48), (["--image-size", "64"], 64)])
+def test_train_with_tiles_feeds_them_at_their_own_size_unless_told(tiny_data_root, tmp_path, extra, size):
+    """--tile 40 without --image-size: tiles go to the model at 48 px (40 rounded up to 16), not enlarged to 256."""
+    out = tmp_path / "m.edgead"
+    result = CliRunner().invoke(main, ["train", str(tiny_data_root), "--tile", "40", "--stride", "32", "--coreset", "0.05", "--out", str(out), "-q", *extra])
+    assert result.exit_code == 0, result.output
+    manifest = read_artifact(out).manifest
+    assert manifest["config"]["image_size_px"] == size and manifest["tiling"]["tile_px"] == 40
+    assert manifest["input"]["size_px"] == [size, size]
