@@ -74,3 +74,38 @@ def test_folds_partition_the_images_evenly():
     assert len(counts) == 5 and counts.max() - counts.min() <= 1
     assert (fold_ids(23, 5, seed=0) == ids).all() and not (fold_ids(23, 5, seed=1) == ids).all()
     assert fold_ids(3, 5, seed=0).max() == 2  # never more folds than images
+
+
+def test_fold_banks_hold_nothing_of_their_own_fold_and_the_model_s_share_of_the_rest(tiny_trained):
+    """Each fold's bank is made without it: no row of its images, and the coreset fraction of the other folds' rows."""
+    from edgead.artifact import read_artifact
+    from edgead.runtime.heads.knn import KnnHead
+
+    _, path = tiny_trained
+    artifact = read_artifact(path)
+    head = KnnHead(artifact, artifact.manifest["head"], "cpu", {})
+    rng = np.random.default_rng(0)
+    dim = head.bank.dim
+    # image i: 2 tiles of 8 x 8 features, all near the point i * 100 on the first axis (images far apart)
+    reference = []
+    for i in range(10):
+        features = rng.standard_normal((2, dim, 8, 8)).astype(np.float32)
+        features[:, 0] += 100.0 * i
+        reference.append(features)
+    ids = fold_ids(10, 5, 0)
+    banks = head._fold_banks(reference, ids, 5, None, 0, lambda *a, **k: _NoProgress())
+    fraction = artifact.manifest["memory_bank"]["coreset"]["fraction"]
+    for fold, bank in enumerate(banks):
+        images = np.rint(bank.features[:, 0].astype(np.float32) / 100.0).astype(int)
+        assert not set(images) & set(np.flatnonzero(ids == fold)), f"fold {fold}'s bank holds its own images"
+        assert set(images) == set(np.flatnonzero(ids != fold))  # every other image keeps some rows
+        others = int((ids != fold).sum()) * 128
+        assert abs(bank.count - fraction * others) <= 5
+
+
+class _NoProgress:
+    def __enter__(self):
+        return lambda n=1: None
+
+    def __exit__(self, *exc):
+        return False
