@@ -128,31 +128,15 @@ class VQRestoreConfig:
         return cls(**data)
 
 
-def patch_encoder(hidden: int, code_dim: int) -> nn.Module:
-    """63x63 patches -> a 17x17 latent grid in four convolutional blocks (the small patch auto-encoder's shape)."""
-    return nn.Sequential(
-        nn.Conv2d(3, hidden // 2, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(hidden // 2, hidden, 5, stride=2, padding=1), nn.ReLU(),  # 63 -> 31
-        nn.Conv2d(hidden, hidden, 5, stride=2, padding=3), nn.ReLU(),  # 31 -> 17
-        nn.Conv2d(hidden, code_dim, 3, padding=1),
-    )
-
-
-def patch_decoder(hidden: int, code_dim: int) -> nn.Module:
-    """The patch encoder mirrored: 17x17 -> 63x63."""
-    return nn.Sequential(
-        nn.Conv2d(code_dim, hidden, 3, padding=1), nn.ReLU(),
-        nn.ConvTranspose2d(hidden, hidden, 5, stride=2, padding=3), nn.ReLU(),  # 17 -> 31
-        nn.ConvTranspose2d(hidden, hidden // 2, 5, stride=2, padding=1), nn.ReLU(),  # 31 -> 63
-        nn.Conv2d(hidden // 2, 3, 3, padding=1),
-    )
-
-
 def build_autoencoder(config: VQRestoreConfig) -> tuple[nn.Module, nn.Module]:
     """The level's encoder and decoder; everything else (quantiser, prior, restoration) is shared."""
+    from edgead.kit.small_ae import SmallDecoder, SmallEncoder
     from edgead.kit.vqvae import image_decoder, image_encoder
 
     if config.level == "image":
         args = (config.hidden_channels, config.latent_dim, config.downsample, config.res_blocks)
         return image_encoder(*args), image_decoder(*args)
-    return patch_encoder(config.hidden_channels, config.latent_dim), patch_decoder(config.hidden_channels, config.latent_dim)
+    # patch level: the small patch auto-encoder's own encoder and decoder (kit/small_ae.py), 63 px -> 17x17,
+    # widened to hidden_channels and ending in the code dimension; one implementation for both detectors
+    hidden = (max(8, config.hidden_channels // 2), config.hidden_channels)
+    return SmallEncoder(hidden, config.latent_dim), SmallDecoder(hidden, config.latent_dim)

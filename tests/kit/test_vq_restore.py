@@ -191,3 +191,35 @@ def test_restoration_options_are_refused_by_other_heads(tiny_trained, tiny_data_
     _, path = tiny_trained
     result = CliRunner().invoke(main, ["eval", str(tiny_data_root), "--model", str(path), "--restoration", "exact", "-q"])
     assert result.exit_code != 0 and "--restoration does not apply" in result.output
+
+
+def test_patch_level_trains_on_the_small_auto_encoder_and_restores_through_onnx_runtime(tiny_data_root, tmp_path):
+    """--level patch: the small patch auto-encoder's encoder/decoder quantised to a 17x17 grid, patches stitched
+    into a frame-sized map; ONNX Runtime replaces the same codes as the eager graphs."""
+    from edgead.kit.eager import eager_backends
+    from edgead.kit.small_ae import SmallEncoder
+    from edgead.kit.vq_config import VQRestoreConfig, build_autoencoder
+    from edgead.kit.vq_restore import DETECTOR
+
+    encoder, _ = build_autoencoder(VQRestoreConfig(level="patch", hidden_channels=16))
+    assert isinstance(encoder, SmallEncoder)
+    torch.set_num_threads(2)
+    out = tmp_path / "vqp.edgead"
+    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--level", "patch", "--stride", "32", "--out", str(out), "-q",
+            "--codebook-size", "16", "--epochs", "1", "--prior-epochs", "1", "--holdout", "0.25", "--batch-size", "8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    artifact = read_artifact(out)
+    assert artifact.manifest["restoration"]["grid"] == [17, 17] and artifact.manifest["restoration"]["level"] == "patch"
+    images = _images(tiny_data_root)[:3]
+    options = {"restoration": "parallel", "eta": 0.2}
+    with Predictor(artifact, backend="onnxruntime", head_options=options) as engine:
+        got = engine.predict(images)
+        got_changed = engine.scoring_head.last.changed
+    with Predictor(artifact, eager_backends(artifact, DETECTOR.load_graphs(artifact)), head_options=options) as eager:
+        want = eager.predict(images)
+        want_changed = eager.scoring_head.last.changed
+    assert got[0].anomaly_map.shape == images[0].shape[:2]
+    assert want_changed.any()
+    np.testing.assert_array_equal(got_changed, want_changed)
+    np.testing.assert_allclose(np.stack([p.anomaly_map for p in got]), np.stack([p.anomaly_map for p in want]), atol=1e-4)
