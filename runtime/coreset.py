@@ -53,9 +53,7 @@ def greedy_coreset(
     kNN pass over every feature). `progress(n)` is called with steps done.
     """
     features = np.ascontiguousarray(features, dtype=np.float32)
-    n = _check_features(features)
-    if not 1 <= target <= n:
-        raise ConfigError(f"coreset size {target} must be between 1 and the number of features {n}")
+    n = _check_features(features, target)
     rng = np.random.default_rng(seed)
     projected = project(features, random_projection(features.shape[1], projection_dim, rng), np)
     selected = greedy_picks(projected, target, int(rng.integers(n)), np, progress)
@@ -79,9 +77,7 @@ def chunked_coreset(
     chunk's radius is exact, against its own picks and those of the chunks before it that it counted).
     """
     features = np.asarray(features)
-    n = _check_features(features)
-    if not 1 <= target <= n:
-        raise ConfigError(f"coreset size {target} must be between 1 and the number of features {n}")
+    n = _check_features(features, target)
     sampler = StreamingCoreset(
         target / n, features.shape[1], projection_dim, seed, chunk_rows, progress=progress, max_count=target, window=window,
         exact_rows=exact_rows,
@@ -364,7 +360,11 @@ def _to_numpy(array) -> np.ndarray:
     return array if isinstance(array, np.ndarray) else array.get()
 
 
-def _check_features(features: np.ndarray) -> int:
+def _check_features(features: np.ndarray, target: int) -> int:
+    """The number of rows N of a non-empty (N, C) array that `target` coreset rows can be picked from."""
     if features.ndim != 2 or features.shape[0] == 0:
         raise ConfigError(f"coreset needs a non-empty (N, C) feature array, got {features.shape}")
-    return features.shape[0]
+    n = features.shape[0]
+    if not 1 <= target <= n:
+        raise ConfigError(f"coreset size {target} must be between 1 and the number of features {n}")
+    return n

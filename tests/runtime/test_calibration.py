@@ -79,6 +79,7 @@ def test_folds_partition_the_images_evenly():
 def test_fold_banks_hold_nothing_of_their_own_fold_and_the_model_s_share_of_the_rest(tiny_trained):
     """Each fold's bank is made without it: no row of its images, and the coreset fraction of the other folds' rows."""
     from edgead.artifact import read_artifact
+    from edgead.progress import silent_progress
     from edgead.runtime.heads.knn import KnnHead
 
     _, path = tiny_trained
@@ -93,7 +94,7 @@ def test_fold_banks_hold_nothing_of_their_own_fold_and_the_model_s_share_of_the_
         features[:, 0] += 100.0 * i
         reference.append(features)
     ids = fold_ids(10, 5, 0)
-    banks = head._fold_banks(reference, ids, 5, None, 0, lambda *a, **k: _NoProgress())
+    banks = head._fold_banks(reference, ids, 5, None, 0, silent_progress)
     fraction = artifact.manifest["memory_bank"]["coreset"]["fraction"]
     for fold, bank in enumerate(banks):
         images = np.rint(bank.features[:, 0].astype(np.float32) / 100.0).astype(int)
@@ -102,10 +103,3 @@ def test_fold_banks_hold_nothing_of_their_own_fold_and_the_model_s_share_of_the_
         others = int((ids != fold).sum()) * 128
         assert abs(bank.count - fraction * others) <= 5
 
-
-class _NoProgress:
-    def __enter__(self):
-        return lambda n=1: None
-
-    def __exit__(self, *exc):
-        return False
