@@ -146,7 +146,7 @@ TRAIN_FLAGS = {
     "patch_stride_px": "--patch-stride", "scorer": "--scorer", "loss": "--loss", "augment": "--augment/--no-augment",
     "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch",
     "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
-    "passes": "--passes",
+    "passes": "--passes", "eta_defects": "--eta-defects",
 }
 
 
@@ -202,6 +202,7 @@ def _methods() -> list[str]:
 @click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 20).")
 @click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images with masked rectangles).")
 @click.option("--passes", type=click.IntRange(min=1), default=None, help="vq-restore: prior passes of parallel restoration at most (default 1).")
+@click.option("--eta-defects", type=click.Choice(["rectangles", "cutpaste", "mixed"]), default=None, help="vq-restore: defects pasted into held-out good images to calibrate eta: the paper's black/grey rectangles, CutPaste pieces of the image itself, or one of each (default rectangles).")
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option

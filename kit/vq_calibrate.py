@@ -1,10 +1,15 @@
 """Calibration of the restoration detector at training: eta on masked good images (the paper's way), then the threshold.
 
 The paper tunes eta by grid search on good images and copies of them with black or grey rectangles
-of 1% of the image area, for the best AUROC. Here the held-out good images and two masked copies of
-each are scored through the runtime's Predictor (eager modules, parallel restoration) for every
+of 1% of the image area, for the best AUROC. Here the held-out good images and two defective copies
+of each are scored through the runtime's Predictor (eager modules, parallel restoration) for every
 candidate eta; the best image AUROC wins, then the best pixel AUROC, then the smaller eta (fewer
 codes resampled on good images). The threshold then comes from the held-out good images alone.
+
+The copies' defects (`--eta-defects`): the paper's `rectangles`; `cutpaste`, a piece of the image
+itself, colour-jittered, rotated and pasted elsewhere (kit/cutpaste.py, at most 2% of the image or a
+thin scar) — subtler than a black box, so the chosen eta has to catch defects that look like the
+surface; or `mixed`, one copy of each.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import numpy as np
 
 from edgead import metrics
 from edgead.artifact import Artifact
+from edgead.errors import ConfigError
 from edgead.progress import Progress, silent_progress
 
 ETA_CANDIDATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 MASKED_PER_IMAGE = 2
 MASK_AREA = 0.01
+CUTPASTE_MAX_AREA = 0.02
+DEFECT_KINDS = ("rectangles", "cutpaste", "mixed")
 
 
 def masked_copies(images: list[np.ndarray], rng: np.random.Generator, per_image: int = MASKED_PER_IMAGE, area: float = MASK_AREA) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -42,6 +50,27 @@ def masked_copies(images: list[np.ndarray], rng: np.random.Generator, per_image:
     return out, masks
 
 
+def defective_copies(images: list[np.ndarray], rng: np.random.Generator, kind: str = "rectangles",
+                     per_image: int = MASKED_PER_IMAGE) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`per_image` copies of each image with one synthetic defect of `kind` (DEFECT_KINDS), and their masks."""
+    from edgead.kit.cutpaste import CutPaste
+
+    if kind not in DEFECT_KINDS:
+        raise ConfigError(f"--eta-defects {kind!r}: choose one of {', '.join(DEFECT_KINDS)}")
+    cutpaste = CutPaste(probability=1.0, shape="mixed", max_area=CUTPASTE_MAX_AREA)
+    out, masks = [], []
+    for image in images:
+        for copy in range(per_image):
+            if kind == "rectangles" or (kind == "mixed" and copy % 2 == 0):
+                pasted, mask = masked_copies([image], rng, per_image=1)
+                pasted, mask = pasted[0], mask[0]
+            else:
+                pasted, mask = cutpaste(image, rng)
+            out.append(pasted)
+            masks.append(mask)
+    return out, masks
+
+
 def _score(predictor: Any, images: list[np.ndarray], batch: int = 8) -> tuple[np.ndarray, list[np.ndarray]]:
     scores, maps = [], []
     for start in range(0, len(images), batch):
@@ -51,12 +80,13 @@ def _score(predictor: Any, images: list[np.ndarray], batch: int = 8) -> tuple[np
     return np.array(scores), maps
 
 
-def search_eta(artifact: Artifact, graphs: dict, good: list[np.ndarray], seed: int, progress: Progress = silent_progress) -> dict[str, Any]:
-    """The candidate eta with the best (image AUROC, pixel AUROC) on good images vs their masked copies; the table of all."""
+def search_eta(artifact: Artifact, graphs: dict, good: list[np.ndarray], seed: int, progress: Progress = silent_progress,
+               defects: str = "rectangles") -> dict[str, Any]:
+    """The candidate eta with the best (image AUROC, pixel AUROC) on good images vs their defective copies; the table of all."""
     from edgead.kit.eager import eager_backends
     from edgead.runtime.predictor import Predictor
 
-    masked, masks = masked_copies(good, np.random.default_rng(seed))
+    masked, masks = defective_copies(good, np.random.default_rng(seed), defects)
     labels = np.r_[np.zeros(len(good)), np.ones(len(masked))]
     truth = np.stack([np.zeros(g.shape[:2], dtype=bool) for g in good] + masks)
     table = []
@@ -73,7 +103,7 @@ def search_eta(artifact: Artifact, graphs: dict, good: list[np.ndarray], seed: i
                 })
                 advance(1)
     best = max(table, key=lambda row: (round(row["image_auroc"], 9), round(row["pixel_auroc"], 9), -row["eta"]))
-    return {"eta": best["eta"], "good": len(good), "masked": len(masked), "image_auroc": best["image_auroc"], "pixel_auroc": best["pixel_auroc"], "table": table}
+    return {"eta": best["eta"], "good": len(good), "masked": len(masked), "defects": defects, "image_auroc": best["image_auroc"], "pixel_auroc": best["pixel_auroc"], "table": table}
 
 
 def calibrate_detector(trained: Any, holdout: list[np.ndarray], progress: Progress = silent_progress) -> None:
@@ -85,7 +115,7 @@ def calibrate_detector(trained: Any, holdout: list[np.ndarray], progress: Progre
     if config.eta is None:
         manifest, members = trained.artifact_parts()
         manifest["postprocess"]["image_threshold"] = float("inf")
-        found = search_eta(Artifact(Path("<training>"), manifest, members), trained.graphs, holdout, config.seed, progress)
+        found = search_eta(Artifact(Path("<training>"), manifest, members), trained.graphs, holdout, config.seed, progress, config.eta_defects)
         trained.restoration = {"eta": found["eta"], "eta_calibration": {k: v for k, v in found.items() if k != "eta"}}
     else:
         trained.restoration = {"eta": config.eta}

@@ -4,7 +4,7 @@ Training: the VQ-VAE on random crops (image level) or patches (patch level) of g
 the prior on the code grids of the good images under the paper's augmentations (90-degree turns,
 flips), both in the shared epoch loop (`--epochs` VQ-VAE epochs, then `--prior-epochs`; `--resume`
 continues either stage). Then eta is calibrated on held-out good images and copies of them with
-small masked rectangles, and the threshold on the held-out good images, both through the runtime.
+small synthetic defects (`--eta-defects`), and the threshold on the held-out good images, both through the runtime.
 Three graphs are exported: encoder (images -> codes), prior (codes -> log-probabilities), decoder
 (codes -> images); the runtime's `restoration` head orchestrates them.
 """
@@ -76,7 +76,7 @@ class TrainedVQRestore:
         ]
         if cal:
             lines.append(
-                f"eta {rest['eta']:g}, chosen on {cal['good']} held-out good images and {cal['masked']} masked copies "
+                f"eta {rest['eta']:g}, chosen on {cal['good']} held-out good images and {cal['masked']} masked copies ({cal.get('defects', 'rectangles')}) "
                 f"(image AUROC {cal['image_auroc']:.3f}, pixel AUROC {cal['pixel_auroc']:.3f})"
             )
         else:

@@ -223,3 +223,28 @@ def test_patch_level_trains_on_the_small_auto_encoder_and_restores_through_onnx_
     assert want_changed.any()
     np.testing.assert_array_equal(got_changed, want_changed)
     np.testing.assert_allclose(np.stack([p.anomaly_map for p in got]), np.stack([p.anomaly_map for p in want]), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["rectangles", "cutpaste", "mixed"])
+def test_eta_calibration_copies_carry_one_defect_inside_their_mask(kind):
+    from edgead.kit.vq_calibrate import defective_copies
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 48, 3), dtype=np.uint8) for _ in range(3)]
+    copies, masks = defective_copies(images, np.random.default_rng(1), kind)
+    assert len(copies) == len(masks) == 2 * len(images)
+    for i, (copy, mask) in enumerate(zip(copies, masks)):
+        original = images[i // 2]
+        changed = (copy != original).any(axis=-1)
+        assert mask.any() and mask.mean() < 0.05  # small defects
+        assert not changed[~mask].any()  # nothing outside the mask moves
+        assert changed[mask].mean() > 0.5
+    rectangle = [((c == 0) | (c == 128)).all(axis=-1)[m].all() for c, m in zip(copies, masks)]
+    assert rectangle == {"rectangles": [True] * 6, "cutpaste": [False] * 6, "mixed": [True, False] * 3}[kind]
+
+
+def test_eta_defects_option_is_checked():
+    with pytest.raises(ConfigError, match="eta-defects"):
+        VQRestoreConfig(eta_defects="holes")
+    result = CliRunner().invoke(main, ["train", ".", "--eta-defects", "cutpaste"])
+    assert result.exit_code == 2 and "does not apply to --method patchcore" in result.output
