@@ -184,11 +184,15 @@ class SmallAEConfig:
     svm_nu: float = 0.1
     svm_patches: int = 1000
     holdout_fraction: float = 0.1
+    # the threshold's target share of good images flagged, from the held-out images' scores (runtime/calibration.py)
+    false_alarm_rate: float = 0.01
     blur_sigma_px: float = 4.0
     score_quantile: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 < self.false_alarm_rate < 1:
+            raise ConfigError(f"false-alarm rate must be between 0 and 1 (e.g. 0.01 = 1 good image in 100 flagged), got {self.false_alarm_rate}")
         if self.image_size_px < 63:
             raise ConfigError(f"image size {self.image_size_px} px is smaller than one 63 px patch; use at least 63 (e.g. 256)")
         if not 1 <= self.patch_stride_px <= 63:

@@ -31,7 +31,7 @@ from edgead.kit.svm import FittedSVM, fit_one_class_svm
 from edgead.kit.training import resolve_device, run_epochs
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import read_image
-from edgead.runtime.postprocess import calibrate
+from edgead.runtime.calibration import describe, held_out_section
 from edgead.runtime.preprocess import stack_batch
 from edgead.runtime.tiling import tile_origins
 
@@ -85,8 +85,7 @@ class TrainedSmallAE:
             )
         for name in self.config.scorers:
             default = " (default)" if name == self.config.scorers[0] else ""
-            lines.append(f"threshold [{name}]{default}: {self.calibrations[name]['image_threshold']:.5g} "
-                         f"from {self.calibrations[name]['holdout_images']} held-out good images")
+            lines += [f"[{name}]{default} {line}" for line in describe(self.calibrations[name])]
         return lines
 
 
@@ -200,7 +199,7 @@ def fit_small_ae(
         scores, pixels = score_good_images(
             scorer_manifest(manifest, name), members, trained.graphs, holdout_paths or train_paths, progress, f"calibrate {name}", 4
         )
-        trained.calibrations[name] = calibrate(scores, pixels)
+        trained.calibrations[name] = held_out_section(scores, pixels, config.false_alarm_rate, len(holdout_paths))
     trained.timings_s = {"training": trained_at - started, "svm": fitted_at - trained_at, "calibration": time.perf_counter() - fitted_at}
     return trained
 

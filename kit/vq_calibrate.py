@@ -4,7 +4,8 @@ The paper tunes eta by grid search on good images and copies of them with black 
 of 1% of the image area, for the best AUROC. Here the held-out good images and two defective copies
 of each are scored through the runtime's Predictor (eager modules, parallel restoration) for every
 candidate eta; the best image AUROC wins, then the best pixel AUROC, then the smaller eta (fewer
-codes resampled on good images). The threshold then comes from the held-out good images alone.
+codes resampled on good images). The threshold then comes from the held-out good images alone, for
+the model's false-alarm rate (`--false-alarm-rate`; their largest scores' tail below 1/N).
 
 The copies' defects (`--eta-defects`): the paper's `rectangles`; `cutpaste`, a piece of the image
 itself, colour-jittered, rotated and pasted elsewhere (kit/cutpaste.py, at most 2% of the image or a
@@ -109,7 +110,7 @@ def search_eta(artifact: Artifact, graphs: dict, good: list[np.ndarray], seed: i
 def calibrate_detector(trained: Any, holdout: list[np.ndarray], progress: Progress = silent_progress) -> None:
     """Set `trained.restoration` (eta, and how it was chosen) and `trained.calibration` (threshold) in place."""
     from edgead.kit.eager import score_good_images
-    from edgead.runtime.postprocess import calibrate
+    from edgead.runtime.calibration import held_out_section
 
     config = trained.config
     if config.eta is None:
@@ -121,4 +122,4 @@ def calibrate_detector(trained: Any, holdout: list[np.ndarray], progress: Progre
         trained.restoration = {"eta": config.eta}
     manifest, members = trained.artifact_parts()
     scores, pixels = score_good_images(manifest, members, trained.graphs, trained.holdout_images, progress, "calibrate threshold")
-    trained.calibration = calibrate(scores, pixels)
+    trained.calibration = held_out_section(scores, pixels, config.false_alarm_rate, len(trained.holdout_images))

@@ -45,6 +45,7 @@ class VQRestoreConfig:
     learning_rate: float = 1e-3
     augment: str = "dihedral"  # the paper's for textures: 90-degree turns and flips
     holdout_fraction: float = 0.2  # good images held out to calibrate eta and the threshold
+    false_alarm_rate: float = 0.01  # per good image: the threshold's target (runtime/calibration.py)
     eta: float | None = None  # likelihood threshold; None: calibrated on held-out images and defective copies of them
     eta_defects: str = "rectangles"  # the copies' defects: the paper's rectangles, cutpaste pieces, or mixed (kit/vq_calibrate.py)
     passes: int = 1  # parallel restoration: prior passes at most (1 measured best on demo brick: README)
@@ -79,6 +80,7 @@ class VQRestoreConfig:
             (self.augment in AUGMENTS, f"augment {self.augment!r}: choose one of {AUGMENTS}"),
             (0 < self.holdout_fraction < 1, f"--holdout {self.holdout_fraction}: eta and the threshold need held-out good images, give a fraction in (0, 1)"),
             (self.eta is None or 0 < self.eta < 1, f"--eta {self.eta} is out of range: the likelihood threshold must be between 0 and 1 (exclusive), e.g. 0.0005"),
+            (0 < self.false_alarm_rate < 1, f"--false-alarm-rate {self.false_alarm_rate}: a fraction of good images between 0 and 1, e.g. 0.01"),
             (self.eta_defects in ("rectangles", "cutpaste", "mixed"), f"--eta-defects {self.eta_defects!r}: choose rectangles, cutpaste or mixed"),
             (self.passes >= 1, f"--passes {self.passes}: parallel restoration needs at least one prior pass"),
             (self.restoration in ("exact", "parallel"), f"restoration {self.restoration!r}: choose exact or parallel"),

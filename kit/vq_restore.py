@@ -81,8 +81,9 @@ class TrainedVQRestore:
             )
         else:
             lines.append(f"eta {rest['eta']:g} (given)")
-        lines.append(f"threshold: {post['image_threshold']:.5f} from {post['holdout_images']} held-out good images ({rest['mode']} restoration)")
-        return lines
+        from edgead.runtime.calibration import describe
+
+        return lines + [f"{line} ({rest['mode']} restoration)" if i == 0 else line for i, line in enumerate(describe(post))]
 
 
 def graphs_of(vqvae: VQVAE, prior: PixelSnailPrior) -> dict[str, torch.nn.Module]:

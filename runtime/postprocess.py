@@ -54,22 +54,3 @@ def resize_map(anomaly_map: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray
     if anomaly_map.shape == (height, width):
         return anomaly_map.astype(np.float32, copy=False)
     return cv2.resize(anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR)
-
-
-def calibrate(holdout_scores: np.ndarray, holdout_maps: np.ndarray) -> dict[str, float]:
-    """Normalisation statistics and a default threshold from scores of good images held out of the bank.
-
-    The threshold is max(mean + 3 std, largest held-out score): every held-out good image passes.
-    """
-    scores = np.asarray(holdout_scores, dtype=np.float64)
-    mean, std = float(scores.mean()), float(scores.std())
-    pixels = holdout_maps.reshape(-1)
-    return {
-        "image_threshold": max(mean + 3.0 * std, float(scores.max())),
-        "image_score_mean": mean,
-        "image_score_std": std,
-        "image_score_max": float(scores.max()),
-        "holdout_images": int(scores.size),
-        # colour scale of heatmaps: 0 at the typical good pixel, 1 at the image threshold
-        "map_low": float(np.median(pixels)),
-    }

@@ -41,7 +41,13 @@ def test_artifact_holds_the_patch_graph_both_scorers_and_the_svm(small_ae):
     assert manifest["training"]["patches_per_frame"] == 16 and 1_000 < manifest["training"]["parameters"] < 50_000
     assert manifest["svm"]["dim"] == 16 * 17 * 17 and manifest["svm"]["count"] == trained.svm.support_vectors.shape[0]
     for scorer in ("reconstruction", "support"):
-        assert np.isfinite(manifest["scorers"][scorer]["postprocess"]["image_threshold"])
+        post = manifest["scorers"][scorer]["postprocess"]
+        assert np.isfinite(post["image_threshold"])
+        # the threshold is set for the false-alarm rate from the held-out images' scores (no refit per fold)
+        calibration = post["calibration"]
+        assert calibration["method"] == "held-out images" and calibration["false_alarm_rate"] == 0.01
+        assert calibration["images"] == post["holdout_images"] == len(trained.holdout_images) >= 2
+        assert post["image_threshold"] == calibration["threshold"] >= max(calibration["scores"])  # 0.01 < 1/N: above them all
 
 
 def test_exported_patch_graph_matches_the_eager_one(small_ae):

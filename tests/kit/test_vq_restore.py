@@ -90,6 +90,9 @@ def test_training_writes_three_graphs_with_parity(tiny_vq):
         assert graphs["prior"]["max_rel_output_diff"] < 1e-4 and graphs["decoder"]["max_rel_output_diff"] < 1e-4
     rest = manifest["restoration"]
     assert 0 < rest["eta"] < 1 and rest["grid"] == [4, 4]
+    calibration = manifest["postprocess"]["calibration"]  # the threshold for the false-alarm rate, on held-out images
+    assert calibration["method"] == "held-out images" and calibration["false_alarm_rate"] == 0.01
+    assert manifest["postprocess"]["image_threshold"] == calibration["threshold"]
     assert 1 <= manifest["codebook"]["used"] <= 16
 
 
