@@ -167,11 +167,16 @@ def method_name(folds: int) -> str:
     return "held-out images" if folds == 1 else "training images, in-sample (optimistic)"
 
 
+def score_text(value: float, digits: int = 4) -> str:
+    """A score for people: fixed decimals at PatchCore's scale (27.4097), significant digits for small scales (1.2e-05)."""
+    return f"{value:.{digits}f}" if abs(value) >= 1 or value == 0 else f"{value:.{digits}g}"
+
+
 def describe(post: dict) -> list[str]:
     """How the model's threshold was set, in a line for `edgead train` (and a note where its rate lies beyond the data)."""
     section = post.get("calibration")
     if not section or "scores" not in section:
-        return [f"threshold: {post['image_threshold']:.4f} from {post.get('holdout_images', '?')} held-out good images"]
+        return [f"threshold: {score_text(post['image_threshold'])} from {post.get('holdout_images', '?')} held-out good images"]
     folds, held = int(section.get("folds", 0)), int(post.get("holdout_images") or 0)
     if folds > 1:
         how = f"{folds}-fold cross-calibration of {section['images']} good images: each scored by a model built without its fold"
@@ -180,8 +185,9 @@ def describe(post: dict) -> list[str]:
         how = f"{section['images']} good images held out of the model"
     else:
         how = f"the {section['images']} training images' own scores (optimistic: expect more false alarms; hold some out with --holdout)"
-    lines = [f"threshold: {post['image_threshold']:.4f} for a false-alarm rate of {section['false_alarm_rate']:g} per good image "
-             f"({how}; scores {min(section['scores']):.2f}-{max(section['scores']):.2f})"]
+    low, high = min(section["scores"]), max(section["scores"])
+    lines = [f"threshold: {score_text(post['image_threshold'])} for a false-alarm rate of {section['false_alarm_rate']:g} per good image "
+             f"({how}; scores {score_text(low, 2)}-{score_text(high, 2)})"]
     return lines + ([f"note: {section['note']}"] if section.get("extrapolated") else [])
 
 
