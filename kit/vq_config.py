@@ -39,7 +39,9 @@ class VQRestoreConfig:
     beta: float = 0.25  # commitment weight
     crop_px: int | None = None  # image level: the VQ-VAE trains on random crops of this size (default: half the input)
     epochs: int = 20  # VQ-VAE epochs
-    prior_epochs: int = 20
+    # None: the level's default — image 20, patch 200 (demo brick, patch level: 200 prior epochs gave image AUROC
+    # 0.928 against 0.800 with 20; at the image level 200 did not help: README)
+    prior_epochs: int | None = None
     prior_channels: int = 32
     prior_blocks: int = 2
     learning_rate: float = 1e-3
@@ -61,6 +63,8 @@ class VQRestoreConfig:
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise ConfigError(f"--level {self.level!r}: choose image or patch")
+        if self.prior_epochs is None:  # resolved here, so the stored config says what was trained
+            object.__setattr__(self, "prior_epochs", 20 if self.level == "image" else 200)
         if self.level == "image":
             if self.stride_px is not None:
                 raise ConfigError("--stride applies to --level patch (patches cut at a stride); the image level resizes whole frames")

@@ -251,3 +251,9 @@ def test_eta_defects_option_is_checked():
         VQRestoreConfig(eta_defects="holes")
     result = CliRunner().invoke(main, ["train", ".", "--eta-defects", "cutpaste"])
     assert result.exit_code == 2 and "does not apply to --method patchcore" in result.output
+
+
+def test_prior_epochs_default_by_level_and_stored_resolved():
+    assert VQRestoreConfig().prior_epochs == 20 and VQRestoreConfig(level="patch").prior_epochs == 200
+    assert VQRestoreConfig(level="patch", prior_epochs=3).prior_epochs == 3
+    assert VQRestoreConfig.from_dict(VQRestoreConfig(level="patch").to_dict()).to_dict()["prior_epochs"] == 200
