@@ -15,7 +15,8 @@ The model: `EDGEAD_VQ_MODEL` (a trained vq-restore model) scored on the test ima
         python -m pytest benchmarks/test_bench_restoration.py --benchmark-only -s
 Without them, a small model is trained on the benchmark's demo brick (2 + 2 epochs: its speed is a
 real model's, its accuracy is not). `EDGEAD_VQ_LITERAL_FRAMES` (default 4) bounds the frames the
-literal loop runs on; the other two run on every test frame. Timings are per frame.
+literal loop runs on; the other two run on every test frame, or the first `EDGEAD_VQ_FRAMES`, in
+`EDGEAD_VQ_ROUNDS` rounds (default 3; the literal loop runs one). Timings are per frame.
 """
 
 import os
@@ -51,7 +52,9 @@ def vq_model(demo_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def frames(vq_model):
     _, data = vq_model
-    return [read_image(sample.path) for sample in open_dataset(data).test]
+    samples = open_dataset(data).test
+    limit = os.environ.get("EDGEAD_VQ_FRAMES")
+    return [read_image(sample.path) for sample in (samples[: int(limit)] if limit else samples)]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,7 @@ def test_restoration_per_frame(benchmark, vq_model, codes, restored, machine, mo
                 head.score({"codes": grid})
                 results.append(head.last)
 
-        benchmark.pedantic(run_all, rounds=1 if mode == "literal" else 3, iterations=1, warmup_rounds=0)
+        benchmark.pedantic(run_all, rounds=1 if mode == "literal" else int(os.environ.get("EDGEAD_VQ_ROUNDS", "3")), iterations=1, warmup_rounds=0)
     restored[mode] = results
     if mode == "literal":  # the paper's loop replaces exactly what the exact restoration replaces
         for fast, slow in zip(restored.get("exact", []), results):
