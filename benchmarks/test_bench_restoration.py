@@ -15,7 +15,7 @@ The model: `EDGEAD_VQ_MODEL` (a trained vq-restore model) scored on the test ima
         python -m pytest benchmarks/test_bench_restoration.py --benchmark-only -s
 Without them, a small model is trained on the benchmark's demo brick (2 + 2 epochs: its speed is a
 real model's, its accuracy is not). `EDGEAD_VQ_LITERAL_FRAMES` (default 4) bounds the frames the
-literal loop runs on; the other two run on every test frame, or the first `EDGEAD_VQ_FRAMES`, in
+literal loop runs on; the other two run on every test frame, or `EDGEAD_VQ_FRAMES` evenly spaced, in
 `EDGEAD_VQ_ROUNDS` rounds (default 3; the literal loop runs one). Timings are per frame.
 """
 
@@ -54,7 +54,9 @@ def frames(vq_model):
     _, data = vq_model
     samples = open_dataset(data).test
     limit = os.environ.get("EDGEAD_VQ_FRAMES")
-    return [read_image(sample.path) for sample in (samples[: int(limit)] if limit else samples)]
+    if limit:  # evenly spaced over the test set: good frames and every defect type
+        samples = [samples[i] for i in np.linspace(0, len(samples) - 1, int(limit)).round().astype(int)]
+    return [read_image(sample.path) for sample in samples]
 
 
 @pytest.fixture(scope="module")
