@@ -200,7 +200,7 @@ def _methods() -> list[str]:
 @click.option("--level", type=click.Choice(["image", "patch"]), default=None, help="vq-restore: codes of whole images, or of 63 px patches cut at --stride (default image).")
 @click.option("--codebook-size", type=int, default=None, help="vq-restore: codes in the VQ-VAE codebook (default 512).")
 @click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 20 at --level image, 200 at --level patch).")
-@click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images with masked rectangles).")
+@click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images and copies with synthetic defects, see --eta-defects).")
 @click.option("--passes", type=click.IntRange(min=1), default=None, help="vq-restore: prior passes of parallel restoration at most (default 1).")
 @click.option("--eta-defects", type=click.Choice(["rectangles", "cutpaste", "mixed"]), default=None, help="vq-restore: defects pasted into held-out good images to calibrate eta: the paper's black/grey rectangles, CutPaste pieces of the image itself, or one of each (default rectangles).")
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
