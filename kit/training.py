@@ -26,6 +26,8 @@ from edgead.errors import ConfigError, DependencyError
 from edgead.progress import Progress, silent_progress
 
 CHECKPOINT_FORMAT = 1
+# settings that only shape what happens after the epochs (calibration, run-time defaults): a resumed run may change them
+AFTER_TRAINING_KEYS = frozenset({"false_alarm_rate", "folds", "eta", "eta_defects", "passes", "restoration"})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,7 +116,8 @@ def load_checkpoint(
         raise ConfigError(f"--resume {path} is not an edgead training checkpoint")
     if meta["method"] != method:
         raise ConfigError(f"--resume {path} is a checkpoint of --method {meta['method']}, not {method}; resume it with --method {meta['method']} or start afresh")
-    differ = sorted(key for key in set(config) | set(meta["config"]) if config.get(key) != meta["config"].get(key))
+    differ = sorted(key for key in set(config) | set(meta["config"])
+                    if key not in AFTER_TRAINING_KEYS and config.get(key) != meta["config"].get(key))
     if differ:
         shown = ", ".join(f"{key} {meta['config'].get(key)!r} -> {config.get(key)!r}" for key in differ)
         raise ConfigError(f"--resume {path} was trained with other settings ({shown}); use the same options, or start afresh without --resume")

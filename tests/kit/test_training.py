@@ -54,6 +54,9 @@ def test_a_checkpoint_of_another_config_or_method_is_refused(tmp_path):
     train(tmp_path, 1)
     with pytest.raises(ConfigError, match=r"other settings \(lr 0.05 -> 0.1\)"):
         train(tmp_path, 2, resume=tmp_path / "c.ckpt", config={**CONFIG, "lr": 0.1})
+    # a setting used only after the epochs (the threshold's false-alarm rate, eta) may change on resume
+    train(tmp_path / "x", 1, config={**CONFIG, "false_alarm_rate": 0.01, "eta": None})
+    train(tmp_path / "x", 2, resume=tmp_path / "x" / "c.ckpt", config={**CONFIG, "false_alarm_rate": 0.05, "eta": 0.001})
     with pytest.raises(ConfigError, match="checkpoint of --method m, not other"):
         train(tmp_path, 2, resume=tmp_path / "c.ckpt", method="other")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
