@@ -100,13 +100,8 @@ class PatchCoreConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PatchCoreConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
         # keys a model written before them lacks: the behaviour it was trained with, not today's default
-        data = {"pool_zero_pad": False, **data}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown patchcore config keys {unknown}; known: {sorted(names)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "patchcore", {"pool_zero_pad": False})
 
 
 CUTPASTE_SHAPES = ("rectangle", "scar", "mixed")
@@ -227,11 +222,18 @@ class SmallAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SmallAEConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown small-ae config keys {unknown}; known: {sorted(names)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "small-ae")
+
+
+def config_from_dict(cls: type, data: dict[str, Any], method: str, legacy: dict[str, Any] | None = None) -> Any:
+    """A detector config from a model's stored dict: unknown keys are an error; `legacy` fills keys older models lack
+    with the behaviour they were trained with (not today's default)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    data = {**(legacy or {}), **data}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {method} config keys {unknown}; known: {sorted(names)}")
+    return cls(**data)
 
 
 def parse_coreset(value: str) -> dict[str, Any]:

@@ -129,11 +129,9 @@ class VQRestoreConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VQRestoreConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown vq-restore config keys {unknown}; known: {sorted(names)}")
-        return cls(**data)
+        from edgead.config import config_from_dict
+
+        return config_from_dict(cls, data, "vq-restore")
 
 
 def build_autoencoder(config: VQRestoreConfig) -> tuple[nn.Module, nn.Module]:
