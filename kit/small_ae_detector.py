@@ -24,14 +24,14 @@ from edgead import __version__
 from edgead.artifact import Artifact, npy_bytes
 from edgead.config import SmallAEConfig
 from edgead.graphs import FORMAT_VERSION, graph_spec
-from edgead.kit.eager import score_good_images
+from edgead.kit.eager import calibrate_good_images
 from edgead.kit.patchcore import split_holdout
 from edgead.kit.small_ae import LATENT_SHAPE, PATCH_PX, PatchGraph, SmallAutoEncoder, parameter_count, to_unit
 from edgead.kit.svm import FittedSVM, fit_one_class_svm
 from edgead.kit.training import resolve_device, run_epochs
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import read_image
-from edgead.runtime.calibration import describe, held_out_section
+from edgead.runtime.calibration import describe
 from edgead.runtime.preprocess import stack_batch
 from edgead.runtime.tiling import tile_origins
 
@@ -196,10 +196,9 @@ def fit_small_ae(
     # each scorer scored as deployed (the runtime's patches, head and maps) on held-out good images
     manifest, members = to_artifact_parts(trained)
     for name in config.scorers:
-        scores, pixels = score_good_images(
-            scorer_manifest(manifest, name), members, trained.graphs, holdout_paths or train_paths, progress, f"calibrate {name}", 4
+        trained.calibrations[name] = calibrate_good_images(
+            scorer_manifest(manifest, name), members, trained.graphs, train_paths, holdout_paths, config, progress
         )
-        trained.calibrations[name] = held_out_section(scores, pixels, config.false_alarm_rate, len(holdout_paths))
     trained.timings_s = {"training": trained_at - started, "svm": fitted_at - trained_at, "calibration": time.perf_counter() - fitted_at}
     return trained
 

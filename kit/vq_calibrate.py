@@ -23,13 +23,13 @@ import numpy as np
 from edgead import metrics
 from edgead.artifact import Artifact
 from edgead.errors import ConfigError
+from edgead.kit.vq_config import DEFECT_KINDS
 from edgead.progress import Progress, silent_progress
 
 ETA_CANDIDATES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 MASKED_PER_IMAGE = 2
 MASK_AREA = 0.01
 CUTPASTE_MAX_AREA = 0.02
-DEFECT_KINDS = ("rectangles", "cutpaste", "mixed")
 
 
 def masked_copies(images: list[np.ndarray], rng: np.random.Generator, per_image: int = MASKED_PER_IMAGE, area: float = MASK_AREA) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -109,8 +109,7 @@ def search_eta(artifact: Artifact, graphs: dict, good: list[np.ndarray], seed: i
 
 def calibrate_detector(trained: Any, holdout: list[np.ndarray], progress: Progress = silent_progress) -> None:
     """Set `trained.restoration` (eta, and how it was chosen) and `trained.calibration` (threshold) in place."""
-    from edgead.kit.eager import score_good_images
-    from edgead.runtime.calibration import held_out_section
+    from edgead.kit.eager import calibrate_good_images
 
     config = trained.config
     if config.eta is None:
@@ -121,5 +120,4 @@ def calibrate_detector(trained: Any, holdout: list[np.ndarray], progress: Progre
     else:
         trained.restoration = {"eta": config.eta}
     manifest, members = trained.artifact_parts()
-    scores, pixels = score_good_images(manifest, members, trained.graphs, trained.holdout_images, progress, "calibrate threshold")
-    trained.calibration = held_out_section(scores, pixels, config.false_alarm_rate, len(trained.holdout_images))
+    trained.calibration = calibrate_good_images(manifest, members, trained.graphs, trained.fit_images, trained.holdout_images, config, progress)

@@ -18,6 +18,7 @@ from edgead.errors import ConfigError
 
 LEVELS = ("image", "patch")
 AUGMENTS = ("dihedral", "flips", "none")
+DEFECT_KINDS = ("rectangles", "cutpaste", "mixed")  # the eta calibration's defective copies (kit/vq_calibrate.py)
 PATCH_PX = 63
 PATCH_GRID = 17
 
@@ -85,7 +86,7 @@ class VQRestoreConfig:
             (0 < self.holdout_fraction < 1, f"--holdout {self.holdout_fraction}: eta and the threshold need held-out good images, give a fraction in (0, 1)"),
             (self.eta is None or 0 < self.eta < 1, f"--eta {self.eta} is out of range: the likelihood threshold must be between 0 and 1 (exclusive), e.g. 0.0005"),
             (0 < self.false_alarm_rate < 1, f"--false-alarm-rate {self.false_alarm_rate}: a fraction of good images between 0 and 1, e.g. 0.01"),
-            (self.eta_defects in ("rectangles", "cutpaste", "mixed"), f"--eta-defects {self.eta_defects!r}: choose rectangles, cutpaste or mixed"),
+            (self.eta_defects in DEFECT_KINDS, f"--eta-defects {self.eta_defects!r}: choose rectangles, cutpaste or mixed"),
             (self.passes >= 1, f"--passes {self.passes}: parallel restoration needs at least one prior pass"),
             (self.restoration in ("exact", "parallel"), f"restoration {self.restoration!r}: choose exact or parallel"),
             (self.resample in ("sample", "argmax"), f"resample {self.resample!r}: choose sample or argmax"),

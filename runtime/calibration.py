@@ -220,12 +220,6 @@ def choose_threshold(
     return ThresholdChoice(value, section.get("false_alarm_rate"), bool(section.get("extrapolated")), section.get("note", ""), stale), calibration
 
 
-def held_out_section(scores: Sequence[float], pixels: np.ndarray, false_alarm_rate: float, held_out: int) -> dict:
-    """`postprocess_section` for a learned detector (no refit per fold): scores of `held_out` good images kept out of
-    training, each scored by the whole model; with none held out, the training images' own (in-sample) scores."""
-    return postprocess_section(scores, false_alarm_rate, 1 if held_out else 0, "eager/fp32", float(np.median(pixels)), held_out)
-
-
 def postprocess_section(scores: Sequence[float], false_alarm_rate: float, folds: int, scored_by: str, map_low: float,
                         holdout_images: int = 0) -> dict:
     """The manifest's threshold and calibration entries (merged into `postprocess`) from cross-calibrated good scores.
