@@ -353,7 +353,7 @@ def fake_tensorrt(major):
             self.cuda = fake_cuda
             self.io = {name: (mode, shape, DataType[dtype].value) for name, mode, shape, dtype in self.blob["io"]}
             self.names = [row[0] for row in self.blob["io"]]
-            self.session = ort.InferenceSession(base64.b64decode(self.blob["graph"]), providers=["CPUExecutionProvider"])
+            self.session = tensorrt_arithmetic(base64.b64decode(self.blob["graph"]))
 
         @property
         def num_io_tensors(self):
@@ -460,6 +460,20 @@ def two_io_onnx():
     return export_onnx(CodesAndImages().eval(), example_inputs=(CODES[:2], IMAGES[:2, :8, :8]), input_names=("codes", "images"), output_names=("error", "codes_x2"))
 
 
+def tensorrt_arithmetic(graph):
+    """An ONNX Runtime session that computes a Q/DQ graph as TensorRT does, on any CPU.
+
+    With graph optimisations on, ONNX Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into its own
+    int8 kernels, and on x86 CPUs without VNNI those sum u8 x s8 products in saturating int16 pairs
+    (vpmaddubsw): the symmetric graph's error went from 0.010 to 0.273 of the output range on an AVX2-only
+    CPU. TensorRT accumulates in int32; unfused, each DequantizeLinear, float op and QuantizeLinear runs
+    alone, which is that arithmetic up to float rounding, whatever the CPU.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 def reference(graph, feeds):
     return ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, feeds)
 
@@ -516,7 +530,8 @@ def test_int8_builds_from_the_symmetric_qdq_graph_on_both(trt, features_onnx):
     with open_backend(built) as backend:
         got = backend.infer(IMAGES)
     want = reference(features_onnx, {"images": IMAGES})[0]
-    assert np.abs(got - want).max() / np.abs(want).max() < 0.15
+    # 0.0105 of the output range with ONNX Runtime 1.32 (per-channel int8 weights, symmetric int8 activations)
+    assert np.abs(got - want).max() / np.abs(want).max() < 0.03
 
 
 def test_the_cpu_int8_graph_is_refused_by_tensorrt_parsing(trt, features_onnx):
