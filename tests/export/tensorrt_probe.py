@@ -6,7 +6,8 @@
 
 A description: {"kind": "missing" | "class" | "enum-class" | "enum" | "property" | "method" | "value"}, with
 "value" (an enum member's int), "members" (an enum class's {name: int}), "settable" (a property), and
-"overloads" (a method's parameter lists as the bindings document them, without self: [[name, has_default], ...]).
+"overloads" (a method's parameter lists as the bindings document them, without self: [[name, has_default], ...])
+and "returns" (what each overload returns: 'bool', 'ICudaEngine', ...).
 """
 
 import inspect
@@ -65,6 +66,13 @@ def overloads(name, function):
     return found
 
 
+def returns(name, function):
+    """What each overload returns, as its docstring names it without the module: 'bool', 'ICudaEngine', ..."""
+    doc = getattr(function, "__doc__", None) or ""
+    found = re.findall(rf"^\s*(?:\d+\.\s*)?{re.escape(name)}\(.*\)\s*->\s*(\S+)\s*$", doc, re.MULTILINE)
+    return [text.rsplit(".", 1)[-1] for text in found]
+
+
 def describe(path):
     try:
         obj = resolve(path)
@@ -80,7 +88,8 @@ def describe(path):
     if hasattr(type(obj), "__members__") and isinstance(type(obj).__members__, dict):
         return {"kind": "enum", "value": int(obj)}
     if callable(obj):
-        return {"kind": "method", "overloads": overloads(path.rsplit(".", 1)[-1], obj)}
+        name = path.rsplit(".", 1)[-1]
+        return {"kind": "method", "overloads": overloads(name, obj), "returns": returns(name, obj)}
     return {"kind": "value", "value": repr(obj)}
 
 

@@ -12,6 +12,7 @@ or a GPU; each major runs in its own subprocess (tensorrt_probe.py). Checked her
 Skipped, with the reason, where the bindings are not set up (run the script).
 """
 
+import ast
 import enum
 import importlib.util
 import inspect
@@ -32,9 +33,10 @@ CLASS, PROPERTY, ENUM, VALUE = ("class",), ("property", False), ("enum", None), 
 SETTABLE = ("property", True)
 
 
-def call(positional, *keywords):
-    """A call edgead makes: `positional` arguments, then these keywords."""
-    return ("call", positional, keywords)
+def call(positional, *keywords, returns=None):
+    """A call edgead makes: `positional` arguments, then these keywords; `returns`: the result it checks (bool, int, or an
+    object that is None on failure), which must then never be dropped (test_checked_results_are_never_dropped)."""
+    return ("call", positional, keywords, returns)
 
 
 def enum_value(value):
@@ -58,9 +60,9 @@ USED = [
     ("Builder.create_network", call(1), call(1)),
     ("Builder.create_builder_config", call(0), call(0)),
     ("Builder.create_optimization_profile", call(0), call(0)),
-    ("Builder.build_serialized_network", call(2), call(2)),
+    ("Builder.build_serialized_network", call(2, returns="IHostMemory"), call(2, returns="IHostMemory")),
     ("OnnxParser.__init__", call(2), call(2)),
-    ("OnnxParser.parse", call(1), call(1)),
+    ("OnnxParser.parse", call(1, returns="bool"), call(1, returns="bool")),
     ("OnnxParser.num_errors", PROPERTY, PROPERTY),
     ("OnnxParser.get_error", call(1), call(1)),
     ("ParserError.node", call(0), call(0)),
@@ -74,13 +76,13 @@ USED = [
     ("ITensor.dtype", PROPERTY, PROPERTY),
     ("IBuilderConfig.set_memory_pool_limit", call(2), call(2)),
     ("MemoryPoolType.WORKSPACE", ENUM, ENUM),
-    ("IBuilderConfig.add_optimization_profile", call(1), call(1)),
+    ("IBuilderConfig.add_optimization_profile", call(1, returns="int"), call(1, returns="int")),  # -1: refused
     ("IOptimizationProfile.set_shape", call(4), call(4)),
     ("IBuilderConfig.set_flag", call(1), call(1)),
     ("BuilderFlag.FP16", ENUM, None),
     ("BuilderFlag.INT8", ENUM, None),
     ("IBuilderConfig.int8_calibrator", SETTABLE, None),
-    ("IBuilderConfig.set_calibration_profile", call(1), None),
+    ("IBuilderConfig.set_calibration_profile", call(1, returns="bool"), None),
     ("IInt8EntropyCalibrator2", CLASS, None),
     ("IInt8EntropyCalibrator2.__init__", call(0), None),
     ("IInt8EntropyCalibrator2.get_batch_size", call(0), None),
@@ -88,13 +90,13 @@ USED = [
     ("IInt8EntropyCalibrator2.read_calibration_cache", call(0), None),
     ("IInt8EntropyCalibrator2.write_calibration_cache", call(1), None),
     ("IBuilderConfig.create_timing_cache", call(1), call(1)),
-    ("IBuilderConfig.set_timing_cache", call(1, "ignore_mismatch"), call(1, "ignore_mismatch")),
+    ("IBuilderConfig.set_timing_cache", call(1, "ignore_mismatch", returns="bool"), call(1, "ignore_mismatch", returns="bool")),
     ("IBuilderConfig.get_timing_cache", call(0), call(0)),
     ("ITimingCache.serialize", call(0), call(0)),
     ("nptype", call(1), call(1)),
     ("Dims", CLASS, CLASS),
     ("Runtime.__init__", call(1), call(1)),
-    ("Runtime.deserialize_cuda_engine", call(1), call(1)),
+    ("Runtime.deserialize_cuda_engine", call(1, returns="ICudaEngine"), call(1, returns="ICudaEngine")),
     ("ICudaEngine.num_io_tensors", PROPERTY, PROPERTY),
     ("ICudaEngine.get_tensor_name", call(1), call(1)),
     ("ICudaEngine.get_tensor_shape", call(1), call(1)),
@@ -102,11 +104,11 @@ USED = [
     ("TensorIOMode.INPUT", ENUM, ENUM),
     ("ICudaEngine.get_tensor_dtype", call(1), call(1)),
     ("ICudaEngine.get_tensor_profile_shape", call(2), call(2)),
-    ("ICudaEngine.create_execution_context", call(0), call(0)),
-    ("IExecutionContext.set_input_shape", call(2), call(2)),
+    ("ICudaEngine.create_execution_context", call(0, returns="IExecutionContext"), call(0, returns="IExecutionContext")),
+    ("IExecutionContext.set_input_shape", call(2, returns="bool"), call(2, returns="bool")),
     ("IExecutionContext.get_tensor_shape", call(1), call(1)),
-    ("IExecutionContext.set_tensor_address", call(2), call(2)),
-    ("IExecutionContext.execute_async_v3", call(1), call(1)),
+    ("IExecutionContext.set_tensor_address", call(2, returns="bool"), call(2, returns="bool")),
+    ("IExecutionContext.execute_async_v3", call(1, returns="bool"), call(1, returns="bool")),
 ]
 
 # the fakes' instrumentation, which the real module has no reason to have
@@ -257,10 +259,12 @@ def used_differences(major, real):
         elif want[0] == "enum" and (got["kind"] != "enum" or (want[1] is not None and got["value"] != want[1])):
             problems.append(f"{path}: edgead expects the enum value {want[1]}, TensorRT {major} has {got}")
         elif want[0] == "call":
-            _, positional, keywords = want
+            _, positional, keywords, result = want
             fits = got["kind"] == "method" and (not got["overloads"] or any(_binds(o, positional, keywords) for o in got["overloads"]))
             if not fits:
                 problems.append(f"{path}: edgead calls it with {positional} arguments and {list(keywords)}, TensorRT {major} takes {got.get('overloads', got)}")
+            elif result is not None and set(got["returns"]) != {result}:
+                problems.append(f"{path}: edgead checks a {result} result, TensorRT {major} returns {got['returns']}")
     return problems
 
 
@@ -326,3 +330,52 @@ def test_gpu_free_code_runs_on_the_real_classes(major):
                      "TensorRTBackend without a driver says it needs a GPU"}
     assert expected <= set(done), sorted(expected - set(done))
     print(f"TensorRT {major}: {len(done)} checks of edgead's code on the real classes")
+
+
+# ---------------------------------------------------------------- the product code, read (no bindings needed)
+
+PRODUCT = [REPO / "export" / "tensorrt.py", REPO / "export" / "tensorrt_calibrator.py",
+           REPO / "runtime" / "backends" / "tensorrt.py", REPO / "runtime" / "backends" / "tensorrt_common.py"]
+
+
+def _trt_paths(tree):
+    """Dotted names read off the tensorrt module (`trt.X.Y`, `self.trt.X`), outermost only, with their lines."""
+    found, inner = [], set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or id(node) in inner:
+            continue
+        parts, root = [], node
+        while isinstance(root, ast.Attribute):
+            parts.append(root.attr)
+            inner.add(id(root.value))
+            root = root.value
+        is_trt = (isinstance(root, ast.Name) and root.id == "trt") or (
+            isinstance(root, ast.Name) and root.id == "self" and parts and parts[-1] == "trt" and len(parts) > 1)
+        if is_trt:
+            names = parts[::-1][1:] if root.id == "self" else parts[::-1]
+            found.append((".".join(names), node.lineno))
+    return found
+
+
+def test_every_tensorrt_name_the_code_reads_is_in_the_table():
+    """USED is what the real bindings are checked for: a new `trt.X` in the code must be added to it."""
+    used = {path for path, *_ in USED}
+    missing = []
+    for path in PRODUCT:
+        for name, line in _trt_paths(ast.parse(path.read_text())):
+            if name not in used and not any(u.startswith(name + ".") for u in used):
+                missing.append(f"{path.relative_to(REPO)}:{line}: trt.{name}")
+    assert not missing, "add these to USED in test_tensorrt_bindings.py:\n" + "\n".join(missing)
+
+
+def test_checked_results_are_never_dropped():
+    """A TensorRT call whose result says whether it worked (USED's `returns`) is never a bare statement."""
+    checked = {path.rsplit(".", 1)[1] for path, *specs in USED for spec in specs if spec and spec[0] == "call" and spec[3]}
+    assert {"set_calibration_profile", "set_tensor_address", "parse", "add_optimization_profile"} <= checked
+    dropped = []
+    for path in PRODUCT:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute):
+                if node.value.func.attr in checked:
+                    dropped.append(f"{path.relative_to(REPO)}:{node.lineno}: the result of {node.value.func.attr}() is ignored")
+    assert not dropped, "\n".join(dropped)
