@@ -1,7 +1,7 @@
 """Run inside a subprocess that has the real TensorRT bindings (scripts/tensorrt_bindings.py): describe them.
 
     python tensorrt_probe.py describe < paths.json    -> {path: description} as JSON on stdout
-    python tensorrt_probe.py exercise                 -> the names of the checks run, as JSON on stdout
+    python tensorrt_probe.py exercise                 -> {"checks": names of the checks run, "cuda_driver": version or None}
 
 
 A description: {"kind": "missing" | "class" | "enum-class" | "enum" | "property" | "method" | "value"}, with
@@ -193,10 +193,10 @@ def exercise():
     entry = {"backend": "tensorrt", "precision": "fp16", "member": "engines/features.fp16.plan"}
     artifact = Artifact(None, {"engines": [entry]}, {entry["member"]: b"plan"})
     try:
-        cuda.cudart()
+        driver = cuda.check(cuda.cudart().cudaDriverGetVersion(), "cudaDriverGetVersion")
     except DependencyError:
-        pass  # cuda-python is not there: scripts/tensorrt_bindings.py fetches it; the test asks for these checks when it did
-    else:
+        driver = None  # cuda-python is not there: scripts/tensorrt_bindings.py fetches it; the test asks for these checks when it did
+    if driver == 0:  # a machine without a CUDA driver, as CI's (where there is one, these errors cannot be provoked)
         check("real cuda-python without a driver sees 0 GPUs", cuda.device_count() == 0)
         check("tensorrt_available says there is no GPU", builder.tensorrt_available() == "no CUDA GPU is visible on this machine", builder.tensorrt_available())
         for name, use, message in [
@@ -224,7 +224,7 @@ def exercise():
             check(f"{name} returning nullptr is a BackendError", message in str(exc), str(exc))
         else:
             raise AssertionError(f"{name} was created by a stub library")
-    return done
+    return {"checks": done, "cuda_driver": driver}
 
 
 if __name__ == "__main__":

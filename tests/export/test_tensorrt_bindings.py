@@ -317,7 +317,8 @@ def test_a_fake_that_differs_from_the_bindings_fails(major, real, fakes):
 
 def test_gpu_free_code_runs_on_the_real_classes(major):
     """Logger, build plans, dtypes and shapes, the calibrator (10), and the no-GPU errors, with real cuda-python."""
-    done = _probe(major, "exercise")
+    report = _probe(major, "exercise")
+    done = report["checks"]
     expected = {"logger is a trt.ILogger", "logger keeps errors and warnings", "network flags", "dtype names", "Dims to a named shape",
                 "trt.Builder returning nullptr is a BackendError", "trt.Runtime returning nullptr is a BackendError"}
     if major == 10:
@@ -325,11 +326,11 @@ def test_gpu_free_code_runs_on_the_real_classes(major):
                      "calibrator feeds whole batches as device pointers", "calibrator reads its cache", "calibrator writes its cache"}
     else:
         expected.add("TensorRT 11 refuses the calibrator plan")
-    if (BINDINGS / "cuda" / "ready.json").is_file():
+    if (BINDINGS / "cuda" / "ready.json").is_file() and report["cuda_driver"] == 0:  # real cuda-python, no driver (CI)
         expected |= {"real cuda-python without a driver sees 0 GPUs", "build_engine without a driver says it needs a GPU",
                      "TensorRTBackend without a driver says it needs a GPU"}
     assert expected <= set(done), sorted(expected - set(done))
-    print(f"TensorRT {major}: {len(done)} checks of edgead's code on the real classes")
+    print(f"TensorRT {major}: {len(done)} checks of edgead's code on the real classes (CUDA driver version {report['cuda_driver']})")
 
 
 # ---------------------------------------------------------------- the product code, read (no bindings needed)
