@@ -106,10 +106,15 @@ def bindings_env(site_dirs: list[Path], stubs: Path | None) -> dict[str, str]:
     return env
 
 
+def _done(ready: Path, key: str, pinned: object, *paths: Path) -> bool:
+    """Whether an earlier run set this up with the same pins and its files are still there."""
+    return ready.is_file() and json.loads(ready.read_text()).get(key) == pinned and all(p.exists() for p in paths)
+
+
 def _prepare_cuda(wheels: Path) -> dict[str, str]:
     folder = ROOT / "cuda"
     ready = folder / "ready.json"
-    if ready.is_file() and json.loads(ready.read_text()).get("pins") == list(CUDA_PINS):
+    if _done(ready, "pins", list(CUDA_PINS), folder / "site" / "cuda" / "bindings"):
         return json.loads(ready.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     _unpack([_download(pin, wheels) for pin in CUDA_PINS], folder / "site")
@@ -123,7 +128,7 @@ def _prepare_cuda(wheels: Path) -> dict[str, str]:
 def _prepare(major: int, wheels: Path) -> dict[str, str]:
     folder = ROOT / str(major)
     ready = folder / "ready.json"
-    if ready.is_file() and json.loads(ready.read_text()).get("pin") == PINS[major]:
+    if _done(ready, "pin", PINS[major], folder / "site" / "tensorrt_bindings", folder / "stubs" / f"libnvinfer.so.{major}"):
         return json.loads(ready.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     _unpack([_download(PINS[major], wheels)], folder / "site")
