@@ -29,7 +29,7 @@ import numpy as np
 from edgead.artifact import sha256_bytes
 from edgead.errors import BackendError, ConfigError, EdgeADError
 from edgead.runtime import cuda
-from edgead.runtime.backends.tensorrt_common import describe_messages, import_tensorrt, tensorrt_logger, tensorrt_major, version_triple
+from edgead.runtime.backends.tensorrt_common import create_native, describe_messages, import_tensorrt, tensorrt_logger, tensorrt_major, version_triple
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODES = ("qdq", "calibrator")
@@ -274,7 +274,7 @@ def _build(trt, major, plan, graph, input_hw, batch_profile, workspace_mb, calib
     logger = tensorrt_logger()
     calibrator = calibration_batch = None
     with logger.capture() as messages:
-        builder = trt.Builder(logger)
+        builder = create_native(lambda: trt.Builder(logger), "a builder", messages)
         network, parser = _parse(trt, builder, major, plan, graph, logger)  # the parser owns the weights: kept to the end
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         outputs = [network.get_output(i) for i in range(network.num_outputs)]

@@ -73,5 +73,11 @@ def attach_calibrator(trt: Any, builder: Any, config: Any, source: Any, images: 
     profile = builder.create_optimization_profile()
     item = tuple(source.shape)[1:]
     profile.set_shape(source.name, *[(batch, *item)] * 3)
-    config.set_calibration_profile(profile)
+    if not config.set_calibration_profile(profile):  # False when TensorRT did not take the profile
+        error = EdgeADError(
+            f"TensorRT refused the INT8 calibration profile (batches of {batch} x {item} for input {source.name!r}); "
+            "build INT8 from the Q/DQ graph instead (`edgead export --engine int8` without --int8-calibrator)"
+        )
+        cuda.close_all([calibrator], pending=error)
+        raise error
     return calibrator

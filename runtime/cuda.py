@@ -19,6 +19,7 @@ from edgead.errors import BackendError, DependencyError
 
 INSTALL_HINT = "pip install 'edgead[tensorrt]' (on a Jetson, TensorRT and cuda-python come with JetPack)"
 _NO_DEVICE = 100  # cudaErrorNoDevice: the driver works but sees no GPU
+_INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver: no driver at all (version 0), or one older than the runtime
 
 _cudart: Any = None
 
@@ -112,14 +113,44 @@ def close_all(resources: Iterable[Any], pending: BaseException | None = None) ->
 
 
 def device_count() -> int:
-    """Number of CUDA GPUs visible to this process (0 when the driver sees none)."""
+    """Number of CUDA GPUs visible to this process: 0 when the driver sees none or no CUDA driver is installed.
+
+    A driver older than cuda-python's CUDA runtime is a CudaError that says which cuda-python to install.
+    """
+    rt = cudart()
     try:
-        result = cudart().cudaGetDeviceCount()
+        result = rt.cudaGetDeviceCount()
     except RuntimeError as exc:  # some cuda-python releases raise when libcuda cannot be loaded
         raise CudaError(f"cudaGetDeviceCount could not reach the CUDA driver: {exc}", call="cudaGetDeviceCount") from exc
-    if _code(result[0]) == _NO_DEVICE:
+    code = _code(result[0])
+    if code == _NO_DEVICE:
         return 0
+    if code == _INSUFFICIENT_DRIVER:
+        driver = _version(rt, "cudaDriverGetVersion")
+        if driver == 0:  # cudart reports driver version 0 when there is no libcuda: a machine without a GPU driver
+            return 0
+        runtime = _version(rt, "cudaRuntimeGetVersion")
+        if driver is not None and runtime is not None:
+            major, minor = driver // 1000, driver % 1000 // 10
+            raise CudaError(
+                f"the CUDA driver here runs CUDA {_cuda_text(driver)}, older than the CUDA {_cuda_text(runtime)} runtime of the "
+                f"installed cuda-python; install the cuda-python of the driver's CUDA: pip install 'cuda-python>={major}.{minor},<{major}.{minor + 1}' "
+                "(on a Jetson, jetson/setup.sh picks it from JetPack)",
+                call="cudaGetDeviceCount", code=code, error_name="cudaErrorInsufficientDriver",
+            )
     return int(check(result, "cudaGetDeviceCount"))
+
+
+def _version(rt: Any, getter: str) -> int | None:
+    """cudaDriverGetVersion / cudaRuntimeGetVersion as an int like 12060, or None when it cannot be read."""
+    try:
+        return int(check(getattr(rt, getter)(), getter))
+    except (CudaError, RuntimeError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def _cuda_text(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
 
 
 def set_device(device: int) -> None:

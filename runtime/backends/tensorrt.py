@@ -26,6 +26,7 @@ from edgead.runtime.backends.base import Backend
 from edgead.runtime.backends.tensorrt_common import (  # noqa: F401  (re-exported: the builder and tests use them here)
     LogCapture,
     check_engine_compat,
+    create_native,
     describe_messages,
     import_tensorrt,
     tensorrt_logger,
@@ -56,7 +57,7 @@ class TensorRTEngine:
         self.name = name
         self.logger = tensorrt_logger()
         with self.logger.capture() as messages:
-            self.runtime = trt.Runtime(self.logger)
+            self.runtime = create_native(lambda: trt.Runtime(self.logger), "its runtime", messages)
             self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise BackendError(f"TensorRT could not deserialise {name}; rebuild it on this device. {describe_messages(messages)}")

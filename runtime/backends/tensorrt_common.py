@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -92,6 +92,20 @@ def describe_messages(messages: list[str], limit: int = 12) -> str:
         return "TensorRT logged no warning or error"
     shown = messages[-limit:]
     return "TensorRT said:\n  " + "\n  ".join(shown) + (f"\n  (and {len(messages) - limit} earlier)" if len(messages) > limit else "")
+
+
+def create_native(factory: Callable[[], Any], what: str, messages: list[str]) -> Any:
+    """trt.Builder(logger) or trt.Runtime(logger); BackendError with TensorRT's messages when TensorRT makes none.
+
+    The bindings raise TypeError ("factory function returned nullptr") when TensorRT cannot start, e.g. when
+    CUDA cannot initialise; measured on the TensorRT 10.3 and 11.4 bindings.
+    """
+    try:
+        return factory()
+    except TypeError as exc:
+        if "nullptr" not in str(exc):
+            raise
+        raise BackendError(f"TensorRT could not create {what}: does this machine's CUDA GPU work (`edgead doctor`)? {describe_messages(messages)}") from exc
 
 
 _LOGGER: Any = None

@@ -25,7 +25,7 @@ import edgead.export.tensorrt_calibrator as calibrator_module
 import edgead.runtime.backends.tensorrt as backend_module
 import edgead.runtime.backends.tensorrt_common as common
 from edgead.artifact import Artifact
-from edgead.errors import BackendError, ConfigError, DataError
+from edgead.errors import BackendError, ConfigError, DataError, EdgeADError
 from edgead.export.onnx import export_onnx
 from edgead.export.tensorrt import build_engine, plan_build
 
@@ -151,8 +151,8 @@ def fake_tensorrt(major):
     class MemoryPoolType(enum.Enum):
         WORKSPACE = 0
 
-    flag_names = ["TF32", "DEBUG", "REFIT"] + (["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "DIRECT_IO"] if major == 10 else [])
-    BuilderFlag = enum.Enum("BuilderFlag", flag_names)
+    flag_values = dict(TF32=6, DEBUG=2, REFIT=4) | (dict(FP16=0, INT8=1, OBEY_PRECISION_CONSTRAINTS=9, DIRECT_IO=11) if major == 10 else {})
+    BuilderFlag = enum.Enum("BuilderFlag", flag_values)  # the real values (test_tensorrt_bindings.py)
     creation = {10: ["EXPLICIT_BATCH", "STRONGLY_TYPED"], 11: ["STRONGLY_TYPED"]}[major]  # 11: kept, deprecated, ignored
     NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {n: i for i, n in enumerate(creation)})
 
@@ -174,11 +174,11 @@ def fake_tensorrt(major):
         def num_outputs(self):
             return len(self.outputs)
 
-        def get_input(self, i):
-            return self.inputs[i]
+        def get_input(self, index):
+            return self.inputs[index]
 
-        def get_output(self, i):
-            return self.outputs[i]
+        def get_output(self, index):
+            return self.outputs[index]
 
     class Error:
         def __init__(self, text):
@@ -198,11 +198,11 @@ def fake_tensorrt(major):
         def num_errors(self):
             return len(self.errors)
 
-        def get_error(self, i):
-            return self.errors[i]
+        def get_error(self, index):
+            return self.errors[index]
 
-        def parse(self, data):
-            model = onnx.load_from_string(data)
+        def parse(self, model, path=None):
+            data, model = model, onnx.load_from_string(model)
             for node in model.graph.node:  # TensorRT quantizes symmetrically to signed int8 only
                 if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
                     point = next((t for t in model.graph.initializer if t.name == node.input[2]), None)
@@ -225,47 +225,48 @@ def fake_tensorrt(major):
         def __init__(self):
             self.shapes = {}
 
-        def set_shape(self, name, low, opt, high):
-            self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
+        def set_shape(self, input, min, opt, max):  # noqa: A002  (TensorRT's parameter names)
+            self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
 
     class TimingCache:
         def serialize(self):
             return b"timing"
 
-    config_fields = ("profiles", "flags", "pool", "timing") + (("int8_calibrator", "calibration_profile") if major == 10 else ())
+    config_fields = ("_profiles", "_flags", "_pool", "_timing") + (("int8_calibrator", "_calibration_profile") if major == 10 else ())
 
     class BuilderConfig(Strict):
         _fields = config_fields
 
         def __init__(self):
-            self.profiles, self.flags, self.pool, self.timing = [], set(), {}, None
+            self._profiles, self._flags, self._pool, self._timing = [], set(), {}, None
             if major == 10:
-                self.int8_calibrator = self.calibration_profile = None
+                self.int8_calibrator = self._calibration_profile = None
 
-        def set_memory_pool_limit(self, pool, size):
-            self.pool[pool] = size
+        def set_memory_pool_limit(self, pool, pool_size):
+            self._pool[pool] = pool_size
 
         def add_optimization_profile(self, profile):
-            self.profiles.append(profile)
-            return len(self.profiles) - 1
+            self._profiles.append(profile)
+            return len(self._profiles) - 1
 
         def set_flag(self, flag):
             calls.append(("set_flag", flag.name))
-            self.flags.add(flag.name)
+            self._flags.add(flag.name)
 
-        def create_timing_cache(self, blob):
+        def create_timing_cache(self, serialized_timing_cache):
             return TimingCache()
 
         def set_timing_cache(self, cache, ignore_mismatch):
-            self.timing = cache
+            self._timing = cache
             return True
 
         def get_timing_cache(self):
-            return self.timing
+            return self._timing
 
     if major == 10:
         def set_calibration_profile(self, profile):
-            self.calibration_profile = profile
+            self._calibration_profile = profile
+            return True  # TensorRT returns False when it does not take the profile
 
         BuilderConfig.set_calibration_profile = set_calibration_profile
 
@@ -284,20 +285,20 @@ def fake_tensorrt(major):
             return Profile()
 
         def build_serialized_network(self, network, config):
-            if network.strongly_typed and config.flags & {"FP16", "INT8"}:
+            if network.strongly_typed and config._flags & {"FP16", "INT8"}:
                 self.logger.log(ILogger.Severity.ERROR, "precision flags are not allowed on a strongly typed network")
                 return None
             calibrator = getattr(config, "int8_calibrator", None)
             if calibrator is not None:
                 calls.append(("calibrated_batches", _drain(calibrator, network)))
-            (profile,) = config.profiles
+            (profile,) = config._profiles
             blob = {
                 "graph": base64.b64encode(network.graph).decode(),
                 "io": [[t.name, "input", list(t.shape), t.dtype.name] for t in network.inputs]
                 + [[t.name, "output", list(t.shape), t.dtype.name] for t in network.outputs],
                 "profile": {name: [list(s) for s in shapes] for name, shapes in profile.shapes.items()},
                 "strongly_typed": network.strongly_typed,
-                "flags": sorted(config.flags),
+                "flags": sorted(config._flags),
             }
             return json.dumps(blob).encode()
 
@@ -329,11 +330,11 @@ def fake_tensorrt(major):
             batch = next(iter(self.shapes.values()))[0]
             return (batch, *spec[1][1:])
 
-        def set_tensor_address(self, name, ptr):
-            self.addresses[name] = ptr
+        def set_tensor_address(self, name, memory):
+            self.addresses[name] = memory
             return True
 
-        def execute_async_v3(self, stream):
+        def execute_async_v3(self, stream_handle):
             memory = self.engine.cuda.memory
             feeds = {}
             for name, (mode, shape, dtype) in self.engine.io.items():
@@ -359,8 +360,8 @@ def fake_tensorrt(major):
         def num_io_tensors(self):
             return len(self.names)
 
-        def get_tensor_name(self, i):
-            return self.names[i]
+        def get_tensor_name(self, index):
+            return self.names[index]
 
         def get_tensor_mode(self, name):
             return TensorIOMode.INPUT if self.io[name][0] == "input" else TensorIOMode.OUTPUT
@@ -371,7 +372,7 @@ def fake_tensorrt(major):
         def get_tensor_shape(self, name):
             return tuple(self.io[name][1])
 
-        def get_tensor_profile_shape(self, name, index):
+        def get_tensor_profile_shape(self, name, profile_index):
             return [tuple(s) for s in self.blob["profile"][name]]
 
         def create_execution_context(self):
@@ -383,15 +384,18 @@ def fake_tensorrt(major):
         def __init__(self, logger):
             pass
 
-        def deserialize_cuda_engine(self, data):
-            return Engine(data, Runtime.fake_cuda)
+        def deserialize_cuda_engine(self, serialized_engine):
+            return Engine(serialized_engine, Runtime.fake_cuda)
 
     module = types.ModuleType("tensorrt")
     module.__version__ = version
     module.calls = calls
     for name, value in dict(ILogger=ILogger, TensorIOMode=TensorIOMode, MemoryPoolType=MemoryPoolType, BuilderFlag=BuilderFlag,
                             NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag, DataType=DataType, Builder=Builder,
-                            OnnxParser=OnnxParser, Runtime=Runtime, nptype=lambda dtype: dtype.value).items():
+                            OnnxParser=OnnxParser, Runtime=Runtime, nptype=lambda trt_type: trt_type.value,
+                            # the classes TensorRT's factories return, under their real names (test_tensorrt_bindings.py compares them)
+                            INetworkDefinition=Network, ITensor=Tensor, ParserError=Error, IOptimizationProfile=Profile,
+                            ITimingCache=TimingCache, IBuilderConfig=BuilderConfig, ICudaEngine=Engine, IExecutionContext=Context).items():
         setattr(module, name, value)
     if major == 10:
         class IInt8EntropyCalibrator2:
@@ -630,3 +634,30 @@ def test_cache_key_records_the_major_version_and_the_int8_mode():
     args = ("ab" * 32, "int8", (1, 8, 16), (224, 224))
     assert engine_cache_key(*args, "10.3.0", "sm_87") != engine_cache_key(*args, "11.4.0", "sm_87")
     assert engine_cache_key(*args, "10.3.0", "sm_87", "cd" * 32, "qdq") != engine_cache_key(*args, "10.3.0", "sm_87", "cd" * 32, "calibrator")
+
+
+# ---------------------------------------------------------------- what TensorRT refuses or cannot create
+
+
+def test_tensorrt10_calibration_profile_refused_is_an_error_and_frees_the_calibrator(monkeypatch, features_onnx):
+    trt = install(10, monkeypatch)
+    config_class = type(trt.Builder(None).create_builder_config())
+    monkeypatch.setattr(config_class, "set_calibration_profile", lambda self, profile: False)  # TensorRT did not take it
+    calibration = np.random.default_rng(2).integers(0, 256, (8, *SIZE, 3), dtype=np.uint8)
+    with pytest.raises(EdgeADError, match=r"TensorRT refused the INT8 calibration profile \(batches of 2 x \(16, 16, 3\) for input 'images'\).*without --int8-calibrator"):
+        build_engine(features_onnx, "int8", SIZE, PROFILE, calibration_images=calibration, int8_mode="calibrator")
+    assert trt.fake_cuda.memory == {}  # the calibrator's device buffer is freed
+
+
+@pytest.mark.parametrize("factory", ["Builder", "Runtime"])
+def test_a_builder_or_runtime_tensorrt_cannot_create_is_a_backend_error(trt, features_onnx, monkeypatch, factory):
+    built = build_engine(features_onnx, "fp32", SIZE, PROFILE)
+
+    def nullptr(self, logger):  # what the bindings raise when TensorRT returns no object (measured on 10.3 and 11.4)
+        logger.log(trt.ILogger.Severity.ERROR, "CUDA initialization failure with error: 35")
+        raise TypeError("pybind11::init(): factory function returned nullptr")
+
+    monkeypatch.setattr(getattr(trt, factory), "__init__", nullptr)
+    what = "a builder" if factory == "Builder" else "its runtime"
+    with pytest.raises(BackendError, match=rf"(?s)TensorRT could not create {what}.*CUDA initialization failure with error: 35"):
+        build_engine(features_onnx, "fp32", SIZE, PROFILE) if factory == "Builder" else open_backend(built)

@@ -3,6 +3,7 @@
 import ctypes
 import enum
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from edgead.runtime import cuda
 class FakeError(enum.IntEnum):
     cudaSuccess = 0
     cudaErrorMemoryAllocation = 2
+    cudaErrorInsufficientDriver = 35
     cudaErrorNoDevice = 100
     cudaErrorNotReady = 600
 
@@ -118,6 +120,45 @@ def test_device_queries(fake):
     fake.results["cudaDeviceGetAttribute"] = (8,)
     assert cuda.compute_capability(1) == (8, 8)
     assert ("cudaDeviceGetAttribute", (75, 1)) in fake.calls and ("cudaDeviceGetAttribute", (76, 1)) in fake.calls
+
+
+def test_no_driver_means_no_gpu(fake):
+    # measured with cuda-bindings 12.9.4 and 13.0.0 on a machine without libcuda: (35, None), driver version 0
+    fake.errors["cudaGetDeviceCount"] = FakeError.cudaErrorInsufficientDriver
+    fake.results["cudaDriverGetVersion"] = (0,)
+    assert cuda.device_count() == 0
+
+
+def test_a_driver_older_than_the_runtime_says_which_cuda_python_to_install(fake):
+    fake.errors["cudaGetDeviceCount"] = FakeError.cudaErrorInsufficientDriver
+    fake.results["cudaDriverGetVersion"] = (12060,)  # JetPack 6.1 / 6.2
+    fake.results["cudaRuntimeGetVersion"] = (13000,)  # cuda-python 13
+    with pytest.raises(cuda.CudaError, match=r"runs CUDA 12\.6, older than the CUDA 13\.0 runtime .*'cuda-python>=12\.6,<12\.7'.*jetson/setup\.sh") as info:
+        cuda.device_count()
+    assert info.value.code == 35
+
+
+def test_an_unreadable_driver_version_keeps_the_cuda_error(fake):
+    fake.errors["cudaGetDeviceCount"] = FakeError.cudaErrorInsufficientDriver
+    fake.errors["cudaDriverGetVersion"] = FakeError.cudaErrorInsufficientDriver
+    with pytest.raises(cuda.CudaError, match=r"cudaGetDeviceCount failed with cudaErrorInsufficientDriver \(35\)"):
+        cuda.device_count()
+
+
+def test_without_a_driver_tensorrt_says_it_needs_a_gpu(fake, monkeypatch):
+    """build_engine and TensorRTBackend give their own message, not cudart's error 35."""
+    from edgead.artifact import Artifact
+    from edgead.export.tensorrt import build_engine
+    from edgead.runtime.backends.tensorrt import TensorRTBackend
+
+    fake.errors["cudaGetDeviceCount"] = FakeError.cudaErrorInsufficientDriver
+    fake.results["cudaDriverGetVersion"] = (0,)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
+    with pytest.raises(BackendError, match="building a TensorRT engine needs a CUDA GPU and none is visible"):
+        build_engine(b"onnx", "fp16", (32, 32))
+    entry = {"backend": "tensorrt", "precision": "fp16", "member": "engines/features.fp16.plan"}
+    with pytest.raises(BackendError, match="TensorRT needs a CUDA GPU and none is visible here; use --backend onnxruntime"):
+        TensorRTBackend(Artifact(None, {"engines": [entry]}, {entry["member"]: b"plan"}), entry, "cuda")
 
 
 def test_device_buffer_frees_once_and_reports_a_failed_free(fake):
