@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgead.artifact import Artifact
-from edgead.errors import BackendError, DataError
+from edgead.errors import BackendError, BackendUnavailable, DataError
 from edgead.runtime.backends.base import Backend, require
 
 _ORT_TYPES = {
@@ -55,7 +55,7 @@ class OnnxRuntimeBackend(Backend):
         self.device_type, self.device_id = "cpu", 0
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
-                raise BackendError(f"onnxruntime has no CUDA provider here (it has {available}); install onnxruntime-gpu or use --device cpu")
+                raise BackendUnavailable(f"onnxruntime has no CUDA provider here (it has {available}); install onnxruntime-gpu or use --device cpu")
             self.device_type, self.device_id = "cuda", int(device.partition(":")[2] or 0)
             providers = cuda_providers(available, self.device_id, engine.get("precision", "fp32"))
         else:
@@ -66,8 +66,11 @@ class OnnxRuntimeBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(artifact.member(engine["member"]), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BackendError(f"onnxruntime could not load {engine['member']}: {exc}") from exc
+        except MemoryError:
+            raise BackendError(f"onnxruntime ran out of memory loading {engine['member']}; free memory or use a smaller model") from None
+        except Exception as exc:  # onnxruntime raises its own exception types, with messages over several lines
+            why = " ".join(str(exc).split())
+            raise BackendError(f"onnxruntime could not load {engine['member']}: {why[:400]}") from exc
         self.providers = self.session.get_providers()  # what is active: a provider that failed to load is missing here
         self.inputs = [(i.name, np.dtype(_ORT_TYPES.get(i.type, np.float32))) for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
