@@ -10,6 +10,7 @@ Inputs and outputs are the graph's own, by name: one output comes back as an arr
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,11 @@ class OnnxRuntimeBackend(Backend):
         # idle ORT threads otherwise spin after each run and starve the kNN's BLAS threads (10x slower kNN on 2 cores)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(artifact.member(engine["member"]), options, providers=providers)
+            with tempfile.TemporaryDirectory(prefix="edgead-no-external-data-") as empty:
+                # engines are self-contained; a graph loaded from bytes would read any "external data" it names from the
+                # working directory: it is looked for in an empty folder instead (ONNX Runtime refuses paths that leave it)
+                options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+                self.session = ort.InferenceSession(artifact.member(engine["member"]), options, providers=providers)
         except MemoryError:
             raise BackendError(f"onnxruntime ran out of memory loading {engine['member']}; free memory or use a smaller model") from None
         except Exception as exc:  # onnxruntime raises its own exception types, with messages over several lines

@@ -75,9 +75,10 @@ def onnx_with_external_data(model: Path, location: str) -> bytes:
     with zipfile.ZipFile(model) as archive:
         graph = onnx.load_from_string(archive.read(ONNX))
     tensor = max(graph.graph.initializer, key=lambda t: len(t.raw_data))
+    length = len(tensor.raw_data)
     tensor.ClearField("raw_data")
     tensor.data_location = onnx.TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", "0"), ("length", "64")):
+    for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return graph.SerializeToString()
@@ -136,6 +137,15 @@ def test_a_broken_onnx_engine_is_an_error_not_a_fallback(tiny_trained, tiny_data
         line = one_line_error(result)
         assert f"onnxruntime could not load {ONNX}" in line and "rather than try another" in line
     assert not victim.exists()
+
+
+def test_onnx_external_data_is_not_read_from_the_working_directory(tiny_trained, tiny_data_root, tmp_path, monkeypatch):
+    """A graph naming a file beside the user's working directory as its weights is refused, not fed that file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.bin").write_bytes(b"\x00" * (1 << 22))
+    evil = tamper(tiny_trained[1], tmp_path / "evil.edgead", replace={ONNX: onnx_with_external_data(tiny_trained[1], "secret.bin")})
+    line = one_line_error(cli("predict", "--model", evil, tiny_data_root / "test" / "good", "--out", tmp_path / "out"))
+    assert f"onnxruntime could not load {ONNX}" in line and "External data path" in line
 
 
 def test_the_ladder_passes_only_absent_backends(tiny_trained, tmp_path, victim):
