@@ -187,6 +187,7 @@ def read_artifact(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, 
             sizes = check_entries(path, archive, limits)
             for name in sizes:
                 check_member_name(name)
+            check_total(path, {name: size for name, size in sizes.items() if name not in (MANIFEST, SIGNATURE)}, limits)
             if MANIFEST not in sizes:
                 raise ArtifactError(f"{path} has no {MANIFEST}: it is not an edgead artifact")
             if sizes[MANIFEST] > limits.manifest_bytes:
@@ -214,7 +215,6 @@ def read_artifact(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, 
             for name, size in listed.items():
                 if size is None:
                     raise ArtifactError(f"{path}: member {name!r} listed in the manifest is missing from the archive")
-            check_total(path, listed, limits)
             entries = {}
             for name, entry in manifest["members"].items():
                 if "bytes" in entry and entry["bytes"] != sizes[name]:

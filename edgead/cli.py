@@ -86,13 +86,33 @@ class Loading:
     verify_key: str | None = None
     trust_torchscript: bool = False
 
+    def limits(self):
+        from edgead.reading import ReadLimits
+
+        return ReadLimits.from_mb(self.max_model_mb, self.max_manifest_mb)
+
     def read(self, model: str | None):
         from edgead.artifact import read_artifact
-        from edgead.reading import ReadLimits
         from edgead.workspace import resolve_model
 
-        limits = ReadLimits.from_mb(self.max_model_mb, self.max_manifest_mb)
-        return read_artifact(resolve_model(model), limits, verify_key=self.verify_key)
+        return read_artifact(resolve_model(model), self.limits(), verify_key=self.verify_key)
+
+
+def _limit_options(command):
+    command = click.option("--max-manifest-mb", type=click.FloatRange(min=0, min_open=True), envvar="EDGEAD_MAX_MANIFEST_MB", default=None,
+                           help="Refuse a model whose manifest is larger (default 16). Env EDGEAD_MAX_MANIFEST_MB.")(command)
+    return click.option("--max-model-mb", type=click.FloatRange(min=0, min_open=True), envvar="EDGEAD_MAX_MODEL_MB", default=None,
+                        help="Refuse a model whose members unpack to more (default 2048). Env EDGEAD_MAX_MODEL_MB.")(command)
+
+
+def limits_options(command):
+    """--max-model-mb and --max-manifest-mb, passed to the command as one `limits` (a ReadLimits)."""
+
+    @functools.wraps(command)
+    def wrapped(*args, max_model_mb, max_manifest_mb, **kwargs):
+        return command(*args, limits=Loading(max_model_mb, max_manifest_mb).limits(), **kwargs)
+
+    return _limit_options(wrapped)
 
 
 def loading_options(command):
@@ -106,10 +126,7 @@ def loading_options(command):
                            help="Allow the model's TorchScript engines: they are programs that can read and write your files. Only for models you built.")(wrapped)
     wrapped = click.option("--verify-key", type=click.Path(dir_okay=False), envvar="EDGEAD_VERIFY_KEY", default=None,
                            help="Accept only a model signed by this public key (`edgead keygen`, `edgead sign`); it is then trusted. Env EDGEAD_VERIFY_KEY.")(wrapped)
-    wrapped = click.option("--max-manifest-mb", type=click.FloatRange(min=0, min_open=True), envvar="EDGEAD_MAX_MANIFEST_MB", default=None,
-                           help="Refuse a model whose manifest is larger (default 16).")(wrapped)
-    return click.option("--max-model-mb", type=click.FloatRange(min=0, min_open=True), envvar="EDGEAD_MAX_MODEL_MB", default=None,
-                        help="Refuse a model whose members unpack to more (default 2048).")(wrapped)
+    return _limit_options(wrapped)
 
 
 def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None,
@@ -424,7 +441,8 @@ def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Engine, timing and calibration caches (default ~/.cache/edgead).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the model with its engines here (default: update --model in place, atomically).")
 @click.option("--int8-calibrator", is_flag=True, help="TensorRT 10 only: INT8 by TensorRT's entropy calibrator instead of the Q/DQ graph.")
-def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator):
+@limits_options
+def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator, limits):
     """Build engines (TensorRT, ONNX, TorchScript) into the model and check each against the eager model."""
     import os
 
@@ -436,7 +454,7 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     cache = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgead"
     result = export_model(
         resolve_model(model), precision, format_name, Path(out) if out else None, _batch_profile(batch, batch_range),
-        workspace_mb, calib_dir, check_dir, cache, "calibrator" if int8_calibrator else "qdq",
+        workspace_mb, calib_dir, check_dir, cache, "calibrator" if int8_calibrator else "qdq", limits,
     )
     for note in result.notes:
         click.echo(f"note: {note}")
@@ -529,22 +547,24 @@ def keygen(key, force):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--key", "key", type=click.Path(dir_okay=False), required=True, help="The private key (`edgead keygen KEY`).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the signed model here (default: sign MODEL in place, atomically).")
-def sign(model, key, out):
+@limits_options
+def sign(model, key, out, limits):
     """Sign MODEL's manifest (which holds every member's sha256) with an Ed25519 key, so that devices can refuse other models."""
     from edgead.signing import sign_artifact
 
-    target, key_id = sign_artifact(Path(model), Path(key), Path(out) if out else None)
+    target, key_id = sign_artifact(Path(model), Path(key), Path(out) if out else None, limits)
     click.echo(f"signed {target} with key {key_id}; any later change to the model (enroll, export, --adopt-threshold) removes the signature")
 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--key", "key", type=click.Path(dir_okay=False), required=True, help="The public key (KEY.pub of `edgead keygen KEY`).")
-def verify(model, key):
+@limits_options
+def verify(model, key, limits):
     """Check that MODEL is signed by KEY and that every member matches the signed manifest; exit 2 if not."""
     from edgead.artifact import read_artifact
 
-    artifact = read_artifact(Path(model), verify_key=key)
+    artifact = read_artifact(Path(model), limits, verify_key=key)
     click.echo(f"{artifact.path}: signed by key {artifact.signed_by}; all {len(artifact.members)} members match the signed manifest")
 
 

@@ -128,13 +128,14 @@ def verify_manifest(path: Path, raw_manifest: bytes, signature: bytes | None, pu
     return signer
 
 
-def sign_artifact(path: Path, key_path: Path, out: Path | None = None) -> tuple[Path, str]:
+def sign_artifact(path: Path, key_path: Path, out: Path | None = None, limits: Any = None) -> tuple[Path, str]:
     """Check `path` fully, then write it (to `out`, default in place, atomically) with a signature of its manifest by `key_path`."""
     from edgead.artifact import MANIFEST, SIGNATURE, atomic_archive, read_artifact
-    from edgead.reading import CHUNK_BYTES, read_bounded
+    from edgead.reading import CHUNK_BYTES, DEFAULT_LIMITS, read_bounded
 
+    limits = limits or DEFAULT_LIMITS
     private_key = load_private_key(key_path)
-    artifact = read_artifact(path)  # every member checked against the manifest that is about to be signed
+    artifact = read_artifact(path, limits)  # every member checked against the manifest that is about to be signed
     target = out or path
     try:
         with zipfile.ZipFile(path) as source:
@@ -148,5 +149,5 @@ def sign_artifact(path: Path, key_path: Path, out: Path | None = None) -> tuple[
                             writing.write(chunk)
     except (OSError, zipfile.BadZipFile) as exc:
         raise ArtifactError(f"could not sign {path}: {exc}") from None
-    read_artifact(target, verify_key=None)
+    read_artifact(target, limits)
     return target, key_id(private_key.public_key())

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgead.artifact import Artifact, read_artifact, write_artifact
+from edgead.reading import DEFAULT_LIMITS, ReadLimits
 from edgead.errors import ArtifactError, ConfigError
 from edgead.export.calibration import load_calibration_images
 from edgead.export.engines import ExportOptions, ModelSource, add_engine, choose_formats, engine_precision, in_memory
@@ -114,9 +115,13 @@ def export_model(
     check_dir: str | None = None,
     cache_dir: Path | None = None,
     int8_mode: str = "qdq",
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> ExportResult:
-    """Add engines to the model at `model_path` (or write a copy to `out`); the input file is replaced only on success."""
-    artifact = read_artifact(model_path)
+    """Add engines to the model at `model_path` (or write a copy to `out`); the input file is replaced only on success.
+
+    `limits`: what reading the model may unpack (--max-model-mb, --max-manifest-mb).
+    """
+    artifact = read_artifact(model_path, limits)
     formats, notes = choose_formats(format_name, precision)
     sources = model_sources(artifact)
     graphs = eager_graphs(sources)

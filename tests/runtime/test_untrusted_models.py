@@ -241,3 +241,15 @@ def test_a_member_swapped_under_a_kept_signature_is_caught_by_its_hash(tiny_trai
             archive.writestr(name, data)
     with pytest.raises(ArtifactError, match="sha256 mismatch"):
         read_artifact(tmp_path / "swapped.edgead", verify_key=f"{key}.pub")
+
+
+@pytest.mark.parametrize("command", [["export", "--engine", "fp32", "--model"], ["sign", "--key", "unused.key"], ["verify", "--key", "unused.pub"]])
+def test_every_command_that_reads_a_model_takes_the_size_cap(tiny_trained, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "unused.key").write_text("x")
+    if command[0] == "sign":  # a real key, so that the cap is what refuses
+        cli("keygen", tmp_path / "unused.key", "--force")
+    if command[0] == "verify":
+        cli("keygen", tmp_path / "unused", "--force")
+    line = one_line_error(cli(*command, tiny_trained[1], "--max-model-mb", 1))
+    assert "over the limit of 1.0 MiB" in line
