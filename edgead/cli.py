@@ -377,6 +377,8 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
         value = adopt(predictor.artifact, result.metrics["image_f1_max_threshold"], data_dir, result.metrics["image_f1_max"],
                       engine=predictor.backend.engine)
         click.echo(f"threshold {value:.4f} (F1-max {result.metrics['image_f1_max']:.4f} on {data_dir}) written to {predictor.artifact.path}", err=as_json)
+        if predictor.artifact.signed_by:
+            click.echo(f"note: {predictor.artifact.path} is no longer signed (the threshold changed it): sign it again with `edgead sign`", err=True)
 
 
 @main.command()

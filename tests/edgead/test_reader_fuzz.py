@@ -9,6 +9,7 @@ import json
 import os
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +263,39 @@ def test_stale_temp_files_of_a_killed_write_are_removed_at_the_next_write(tmp_pa
         assert not stale.exists() and young.exists() and busy.exists() and other.exists()
     assert remove_stale_temps(target) == [busy]
     assert np.array_equal(read_artifact(target).load_npy("bank.npy"), BANK)
+
+
+def test_a_writer_killed_in_the_rename_window_leaves_a_temp_file_the_next_write_removes(tmp_path, monkeypatch):
+    """kill -9 of a real writer stopped just before its rename: its temporary file stays, unlocked; the next write removes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import edgead.artifact as artifact_module
+
+    target = tmp_path / "m.edgead"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time, numpy as np\n"
+        "import edgead.artifact as a\n"
+        "from pathlib import Path\n"
+        "def stop(src, dst):\n"
+        "    print('renaming', flush=True); time.sleep(60)\n"
+        "a.os.replace = stop\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_reader_fuzz import small_manifest, BANK\n"
+        f"a.write_artifact(Path({str(target)!r}), small_manifest(), {{'bank.npy': a.npy_bytes(BANK), 'weights.bin': b''}})\n"
+    )], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "renaming"
+        (left,) = tmp_path.glob(".m.edgead.*.tmp")
+        assert remove_stale_temps(target) == []  # the writer is alive: its file is locked (and young)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        child.kill()
+    assert left.exists() and not target.exists()
+    monkeypatch.setattr(artifact_module, "STALE_TEMP_S", 0.0)
+    time.sleep(0.01)
+    write_artifact(target, small_manifest(), {"bank.npy": npy_bytes(BANK), "weights.bin": b""})
+    assert not left.exists() and list(tmp_path.glob(".m.edgead.*.tmp")) == []

@@ -253,3 +253,26 @@ def test_every_command_that_reads_a_model_takes_the_size_cap(tiny_trained, tmp_p
         cli("keygen", tmp_path / "unused", "--force")
     line = one_line_error(cli(*command, tiny_trained[1], "--max-model-mb", 1))
     assert "over the limit of 1.0 MiB" in line
+
+
+@pytest.mark.parametrize("how", ["truncated-10", "truncated-90", "flipped", "zeros", "empty"])
+def test_a_corrupt_onnx_engine_with_fixed_hashes_is_one_line(tiny_trained, tiny_data_root, tmp_path, how):
+    import numpy as np
+
+    with zipfile.ZipFile(tiny_trained[1]) as archive:
+        graph = bytearray(archive.read(ONNX))
+    if how.startswith("truncated"):
+        graph = graph[: len(graph) * int(how.split("-")[1]) // 100]
+    elif how == "flipped":
+        for position in np.random.default_rng(0).integers(0, len(graph), 64):
+            graph[position] ^= 0xFF
+    elif how == "zeros":
+        graph = bytearray(len(graph))
+    else:
+        graph = bytearray()
+    evil = tamper(tiny_trained[1], tmp_path / "evil.edgead", replace={ONNX: bytes(graph)})
+    result = cli("predict", "--model", evil, tiny_data_root / "test" / "good", "--out", tmp_path / "out", "-q")
+    if result.exit_code == 0:  # a flip the graph survives: it scored, through ONNX Runtime
+        assert "backend onnxruntime" in result.output
+    else:
+        assert ONNX in one_line_error(result)
