@@ -175,7 +175,8 @@ class ZipMembers(Mapping):
     """
 
     def __init__(self, path: Path, entries: Mapping[str, tuple[str, int]]) -> None:
-        self.path = path
+        self.path = path  # as the user gave it, for messages
+        self._file = path.resolve()  # what is opened again, whatever the working directory is by then
         self.entries = dict(entries)  # name -> (sha256, bytes)
         self._cache: dict[str, bytes] = {}
 
@@ -196,7 +197,7 @@ class ZipMembers(Mapping):
             return self._cache[name]
         sha256, size = self.entries[name]
         try:
-            with zipfile.ZipFile(self.path) as archive:
+            with zipfile.ZipFile(self._file) as archive:
                 data = read_bounded(archive, name, size)
         except MemoryError:
             raise ArtifactError(f"{self.path}: not enough memory to read member {name!r} ({mib(size)}); free memory and run again") from None
@@ -217,7 +218,7 @@ class ZipMembers(Mapping):
         sha256, size = self.entries[name]
         label = f"{self.path}: member {name!r}"
         try:
-            with zipfile.ZipFile(self.path) as archive, archive.open(name) as raw:
+            with zipfile.ZipFile(self._file) as archive, archive.open(name) as raw:
                 stream = HashingReader(raw)
                 array = read_npy(stream, size, label)
                 if stream.read_exactly(1):
