@@ -132,6 +132,7 @@ def loading_options(command):
 def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None,
                     streams: int = 1, threshold=None, false_alarm_rate=None, scorer=None,
                     restoration=None, eta=None, passes=None, loading: Loading = Loading()):
+    """A Predictor for the CLI; every command that uses one names the backend it runs on in its output."""
     from edgead.runtime.predictor import Predictor, tiling_from
 
     if threshold is not None and false_alarm_rate is not None:
@@ -144,10 +145,8 @@ def _open_predictor(model: str | None, backend: str | None, device: str, precisi
                           threshold=threshold, false_alarm_rate=false_alarm_rate, scorer=scorer,
                           head_options={"restoration": restoration, "eta": eta, "passes": passes},
                           trust_code=loading.trust_torchscript)
-    from edgead.runtime.backends.base import slow_engine_warning, used_backend_note
+    from edgead.runtime.backends.base import slow_engine_warning
 
-    if backend is None:
-        click.echo(f"note: {used_backend_note(predictor.backends)}", err=True)
     slow = slow_engine_warning(predictor.backend)
     if slow:
         click.echo(f"warning: {slow}", err=True)
@@ -402,7 +401,8 @@ def predict(inputs, out, model, backend, device, precision, tile, stride, stream
     jobs = plan_outputs([Path(p) for p in inputs])
     with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, loading) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
-    click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
+        backend_name = predictor.describe()
+    click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f}), backend {backend_name}")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
     if summary["failed"]:
         from edgead.errors import DataError
@@ -526,7 +526,8 @@ def enroll(inputs, model, backend, device, out, quiet, loading):
     with _open_predictor(model, backend, device, loading=loading) as predictor:
         target = Path(out) if out else predictor.artifact.path
         summary = enroll_images(predictor, paths, target, progress=_progress(quiet))
-    click.echo(f"enrolled {summary.images} good images into {target}")
+        backend_name = predictor.describe()
+    click.echo(f"enrolled {summary.images} good images into {target} (features by {backend_name})")
     for line in summary.lines():
         click.echo(f"  {line}")
     if predictor.artifact.signed_by:

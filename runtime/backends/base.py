@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -147,12 +146,6 @@ def _open_one(artifact: Artifact, candidate: str, device: str, precision: str | 
     module_name, class_name = _REGISTRY[candidate]
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(artifact, entry, device, trusted=True) if candidate in RUNS_CODE else cls(artifact, entry, device)
-
-
-def used_backend_note(backends: Mapping[str, Backend]) -> str:
-    """Which backend the ladder chose, in words, for a log line."""
-    names = sorted({b.name for b in backends.values()})
-    return f"backend {', '.join(names)}: the first of the ladder ({' > '.join(LADDER)}) that is installed and has the model's engine"
 
 
 def slow_engine_warning(backend: Backend) -> str | None:
