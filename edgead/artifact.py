@@ -26,7 +26,7 @@ import numpy as np
 from edgead.errors import ArtifactError
 from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, READABLE_VERSIONS, graph_specs, head_section, upgrade_manifest
 from edgead.reading import (
-    ARCHIVE_ERRORS, DEFAULT_LIMITS, ReadLimits, ZipMembers, check_entries, check_total, hash_entry, load_npy_bytes, mib, read_bounded,
+    ARCHIVE_ERRORS, DEFAULT_LIMITS, ReadLimits, ZipMembers, check_directory, check_entries, check_total, hash_entry, load_npy_bytes, mib, read_bounded,
 )
 
 MANIFEST = "manifest.json"
@@ -183,7 +183,9 @@ def read_artifact(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, 
     if not path.is_file():
         raise ArtifactError(f"model file {path} does not exist: train one with `edgead train DATA_DIR` or pass --model FILE")
     try:
-        with zipfile.ZipFile(path) as archive:
+        with open(path, "rb") as handle:
+            check_directory(path, handle, limits)
+            archive = zipfile.ZipFile(handle)
             sizes = check_entries(path, archive, limits)
             for name in sizes:
                 check_member_name(name)

@@ -64,6 +64,26 @@ def mib(count: int) -> str:
     return f"{count / (1 << 20):,.1f} MiB"
 
 
+DIRECTORY_BYTES_PER_ENTRY = 1024  # an edgead entry's directory record is about 100 bytes (header, name, zip64 sizes)
+
+
+def check_directory(path: Path, handle: BinaryIO, limits: ReadLimits) -> None:
+    """Refuse a zip whose central directory is too large before zipfile parses it (it makes an object per entry).
+
+    Reads only the end-of-directory record (zipfile's own reader of it, zip64 included); a file without one is left
+    to zipfile, which says it is not a zip.
+    """
+    end = zipfile._EndRecData(handle)  # noqa: SLF001 - the only reader of this record; stable since Python 2
+    if end is None:
+        return
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # noqa: SLF001
+    if entries > limits.entries or size > limits.entries * DIRECTORY_BYTES_PER_ENTRY:
+        raise ArtifactError(
+            f"{path} declares {entries} entries in a {mib(size)} directory; a model has a few dozen (limit {limits.entries}): refusing to read it"
+        )
+    handle.seek(0)
+
+
 def check_entries(path: Path, archive: zipfile.ZipFile, limits: ReadLimits) -> dict[str, int]:
     """Entry name -> declared unpacked size, once the entry count and the sum of sizes are within `limits`."""
     infos = archive.infolist()

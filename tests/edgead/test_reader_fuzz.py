@@ -212,8 +212,22 @@ def test_too_many_entries_are_refused(model_bytes, tmp_path):
     entries.update({f"junk/{i}": b"" for i in range(50)})
     path = tmp_path / "m.edgead"
     path.write_bytes(fixed_zip(entries))
-    with pytest.raises(ArtifactError, match="has 53 entries"):
+    with pytest.raises(ArtifactError, match="declares 53 entries"):
         read_artifact(path, ReadLimits(entries=20))
+
+
+def test_a_huge_central_directory_is_refused_before_zipfile_parses_it(model_bytes, tmp_path, monkeypatch):
+    entries = entries_of(model_bytes)
+    entries.update({f"junk/{i}": b"" for i in range(5000)})
+    path = tmp_path / "m.edgead"
+    path.write_bytes(fixed_zip(entries))
+
+    def parsed(*args, **kwargs):
+        raise AssertionError("zipfile parsed the directory")
+
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", parsed)
+    with pytest.raises(ArtifactError, match="declares 5003 entries"):
+        read_artifact(path)
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../b", "C:evil", "dir\\..\\x"])
