@@ -48,7 +48,7 @@ def test_coreset_100_images(benchmark, machine):
 def test_predict_runtime(benchmark, model_path, images, backend, machine, size_px):
     """Deployed path: resize, engine, kNN bank, maps; a batch of 8 images at 256 px."""
     benchmark.extra_info.update(machine, backend=backend, precision="fp32", batch=BATCH, size_px=size_px)
-    with Predictor(read_artifact(model_path), backend=backend) as predictor:
+    with Predictor(read_artifact(model_path), backend=backend, trust_code=backend == "torchscript") as predictor:
         benchmark(predictor.predict, images)
 
 

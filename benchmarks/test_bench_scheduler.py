@@ -47,7 +47,7 @@ def _info(benchmark, streams):
 def test_synchronous_loop(benchmark, fp16_model, frame):
     """Baseline: every batch copied in, run and copied out before the next starts (backend.infer)."""
     _info(benchmark, "sync")
-    with Predictor(fp16_model, "torchscript", "cuda", "fp16", tiling=Tiling(TILE_PX, TILE_PX), max_batch=BATCH) as p:
+    with Predictor(fp16_model, "torchscript", "cuda", "fp16", tiling=Tiling(TILE_PX, TILE_PX), max_batch=BATCH, trust_code=True) as p:
         def run():
             batch = p.prepare([frame])
             features = np.concatenate([p.backend.infer(batch.images[i : i + BATCH]) for i in range(0, len(batch.images), BATCH)])
@@ -59,5 +59,5 @@ def test_synchronous_loop(benchmark, fp16_model, frame):
 @pytest.mark.parametrize("streams", [1, 2, 4])
 def test_scheduler_streams(benchmark, fp16_model, frame, streams):
     _info(benchmark, streams)
-    with Predictor(fp16_model, "torchscript", "cuda", "fp16", tiling=Tiling(TILE_PX, TILE_PX), streams=streams, max_batch=BATCH) as p:
+    with Predictor(fp16_model, "torchscript", "cuda", "fp16", tiling=Tiling(TILE_PX, TILE_PX), streams=streams, max_batch=BATCH, trust_code=True) as p:
         benchmark(p.predict, [frame])

@@ -69,7 +69,7 @@ def test_cuda_streams(benchmark, small_ae, frame, tmp_path, precision, streams):
     if precision == "fp16":
         path = export_model(small_ae.path, "fp16", "torchscript", tmp_path / "fp16.edgead").path
     artifact = read_artifact(path)
-    with Predictor(artifact, "torchscript", "cuda", precision, max_batch=BATCHED, streams=max(streams, 1)) as p:
+    with Predictor(artifact, "torchscript", "cuda", precision, max_batch=BATCHED, streams=max(streams, 1), trust_code=True) as p:
         if streams == 0:
             def run():
                 batch = p.prepare([frame])

@@ -1,4 +1,4 @@
-"""The `edgead` command line: train, eval, predict, export, run, enroll, bench, doctor, demo-data.
+"""The `edgead` command line: train, eval, predict, export, run, enroll, bench, keygen, sign, verify, doctor, demo-data.
 
 Heavy modules (torch, the kit, the export stage) are imported inside the commands that need them.
 User errors print as one line without a traceback and exit with status 2; bugs keep their traceback.
@@ -7,9 +7,11 @@ User errors print as one line without a traceback and exit with status 2; bugs k
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -40,6 +42,10 @@ class EdgeADGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except MemoryError:
+            click.echo("error: out of memory: this machine cannot hold what the command needs (a model, a batch, a frame); "
+                       "free memory, or use smaller batches or a smaller model", err=True)
+            sys.exit(2)
 
 
 class StderrLog(logging.Handler):
@@ -71,20 +77,74 @@ def _progress(quiet: bool):
     return silent_progress if quiet else bar_progress
 
 
+@dataclass(frozen=True)
+class Loading:
+    """How a model file is read and what it is trusted to do: --max-model-mb, --max-manifest-mb, --verify-key, --trust-torchscript."""
+
+    max_model_mb: float | None = None
+    max_manifest_mb: float | None = None
+    verify_key: str | None = None
+    trust_torchscript: bool = False
+
+    def limits(self):
+        from edgead.reading import ReadLimits
+
+        return ReadLimits.from_mb(self.max_model_mb, self.max_manifest_mb)
+
+    def read(self, model: str | None):
+        from edgead.artifact import read_artifact
+        from edgead.workspace import resolve_model
+
+        return read_artifact(resolve_model(model), self.limits(), verify_key=self.verify_key)
+
+
+def _limit_options(command):
+    command = click.option("--max-manifest-mb", type=click.FloatRange(min=0, min_open=True), envvar="EDGEAD_MAX_MANIFEST_MB", default=None,
+                           help="Refuse a model whose manifest is larger (default 16). Env EDGEAD_MAX_MANIFEST_MB.")(command)
+    return click.option("--max-model-mb", type=click.FloatRange(min=0, min_open=True), envvar="EDGEAD_MAX_MODEL_MB", default=None,
+                        help="Refuse a model whose members unpack to more (default 2048). Env EDGEAD_MAX_MODEL_MB.")(command)
+
+
+def limits_options(command):
+    """--max-model-mb and --max-manifest-mb, passed to the command as one `limits` (a ReadLimits)."""
+
+    @functools.wraps(command)
+    def wrapped(*args, max_model_mb, max_manifest_mb, **kwargs):
+        return command(*args, limits=Loading(max_model_mb, max_manifest_mb).limits(), **kwargs)
+
+    return _limit_options(wrapped)
+
+
+def loading_options(command):
+    """--max-model-mb, --max-manifest-mb, --verify-key and --trust-torchscript, passed to the command as one `loading`."""
+
+    @functools.wraps(command)
+    def wrapped(*args, max_model_mb, max_manifest_mb, verify_key, trust_torchscript, **kwargs):
+        return command(*args, loading=Loading(max_model_mb, max_manifest_mb, verify_key, trust_torchscript), **kwargs)
+
+    wrapped = click.option("--trust-torchscript", is_flag=True,
+                           help="Allow the model's TorchScript engines: they are programs that can read and write your files. Only for models you built.")(wrapped)
+    wrapped = click.option("--verify-key", type=click.Path(dir_okay=False), envvar="EDGEAD_VERIFY_KEY", default=None,
+                           help="Accept only a model signed by this public key (`edgead keygen`, `edgead sign`); it is then trusted. Env EDGEAD_VERIFY_KEY.")(wrapped)
+    return _limit_options(wrapped)
+
+
 def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None,
                     streams: int = 1, threshold=None, false_alarm_rate=None, scorer=None,
-                    restoration=None, eta=None, passes=None):
-    from edgead.artifact import read_artifact
+                    restoration=None, eta=None, passes=None, loading: Loading = Loading()):
+    """A Predictor for the CLI; every command that uses one names the backend it runs on in its output."""
     from edgead.runtime.predictor import Predictor, tiling_from
-    from edgead.workspace import resolve_model
 
     if threshold is not None and false_alarm_rate is not None:
         raise ConfigError("give --threshold or --false-alarm-rate, not both")
-    artifact = read_artifact(resolve_model(model))
+    artifact = loading.read(model)
+    if artifact.signed_by:
+        click.echo(f"note: {artifact.path} is signed by key {artifact.signed_by} (--verify-key): trusted", err=True)
     tiling = tiling_from(artifact.manifest, tile, stride)
     predictor = Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams,
                           threshold=threshold, false_alarm_rate=false_alarm_rate, scorer=scorer,
-                          head_options={"restoration": restoration, "eta": eta, "passes": passes})
+                          head_options={"restoration": restoration, "eta": eta, "passes": passes},
+                          trust_code=loading.trust_torchscript)
     from edgead.runtime.backends.base import slow_engine_warning
 
     slow = slow_engine_warning(predictor.backend)
@@ -98,7 +158,7 @@ def _open_predictor(model: str | None, backend: str | None, device: str, precisi
 
 
 model_option = click.option("--model", "model", type=click.Path(dir_okay=False), help="A .edgead file (default: the last one trained here).")
-backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference backend (default: the first that runs: TensorRT, ONNX Runtime, TorchScript).")
+backend_option = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference backend (default: the first installed with an engine in the model: TensorRT, ONNX Runtime; TorchScript only for a trusted model).")
 def _device(ctx, param, value):
     from edgead.runtime.devices import parse_device
 
@@ -279,7 +339,8 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the false-alarm-rate calibration's).")
 @quiet_option
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, as_json, report, adopt_threshold, quiet):
+@loading_options
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, as_json, report, adopt_threshold, quiet, loading):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
@@ -287,7 +348,7 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
     dataset = open_dataset(data_dir)
     if adopt_threshold and scorer is not None:
         raise ConfigError("--adopt-threshold stores the threshold of the model's default scorer; leave --scorer out, or re-train with that scorer first")
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, loading) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -315,6 +376,8 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
         value = adopt(predictor.artifact, result.metrics["image_f1_max_threshold"], data_dir, result.metrics["image_f1_max"],
                       engine=predictor.backend.engine)
         click.echo(f"threshold {value:.4f} (F1-max {result.metrics['image_f1_max']:.4f} on {data_dir}) written to {predictor.artifact.path}", err=as_json)
+        if predictor.artifact.signed_by:
+            click.echo(f"note: {predictor.artifact.path} is no longer signed (the threshold changed it): sign it again with `edgead sign`", err=True)
 
 
 @main.command()
@@ -330,14 +393,16 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @quiet_option
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, overlays, batch_size, quiet):
+@loading_options
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, overlays, batch_size, quiet, loading):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, loading) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
-    click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f})")
+        backend_name = predictor.describe()
+    click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f}), backend {backend_name}")
     click.echo(f"wrote {Path(out) / 'predictions.jsonl'}")
     if summary["failed"]:
         from edgead.errors import DataError
@@ -378,7 +443,8 @@ def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Engine, timing and calibration caches (default ~/.cache/edgead).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the model with its engines here (default: update --model in place, atomically).")
 @click.option("--int8-calibrator", is_flag=True, help="TensorRT 10 only: INT8 by TensorRT's entropy calibrator instead of the Q/DQ graph.")
-def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator):
+@limits_options
+def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator, limits):
     """Build engines (TensorRT, ONNX, TorchScript) into the model and check each against the eager model."""
     import os
 
@@ -390,7 +456,7 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     cache = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgead"
     result = export_model(
         resolve_model(model), precision, format_name, Path(out) if out else None, _batch_profile(batch, batch_range),
-        workspace_mb, calib_dir, check_dir, cache, "calibrator" if int8_calibrator else "qdq",
+        workspace_mb, calib_dir, check_dir, cache, "calibrator" if int8_calibrator else "qdq", limits,
     )
     for note in result.notes:
         click.echo(f"note: {note}")
@@ -427,11 +493,12 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
-def bench(model, backend, device, precision, scorer, restoration, eta, passes, batch, iterations, warmup):
+@loading_options
+def bench(model, backend, device, precision, scorer, restoration, eta, passes, batch, iterations, warmup, loading):
     """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
     from edgead.runtime.latency import measure_latency
 
-    with _open_predictor(model, backend, device, precision, scorer=scorer, restoration=restoration, eta=eta, passes=passes) as predictor:
+    with _open_predictor(model, backend, device, precision, scorer=scorer, restoration=restoration, eta=eta, passes=passes, loading=loading) as predictor:
         stats = measure_latency(predictor, batch, iterations, warmup)
         click.echo(f"backend {predictor.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
         patches = predictor.patches_per_sample() if predictor.patches else 0
@@ -449,18 +516,59 @@ def bench(model, backend, device, precision, scorer, restoration, eta, passes, b
 @device_option
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the updated model here (default: update --model in place, atomically).")
 @quiet_option
-def enroll(inputs, model, backend, device, out, quiet):
+@loading_options
+def enroll(inputs, model, backend, device, out, quiet, loading):
     """Add new good images (files or folders) to the model's memory bank, on the device, without an engine rebuild."""
     from edgead.runtime.enroll import enroll_images
     from edgead.runtime.predict import plan_outputs
 
     paths = [job.path for job in plan_outputs([Path(p) for p in inputs])]
-    with _open_predictor(model, backend, device) as predictor:
+    with _open_predictor(model, backend, device, loading=loading) as predictor:
         target = Path(out) if out else predictor.artifact.path
         summary = enroll_images(predictor, paths, target, progress=_progress(quiet))
-    click.echo(f"enrolled {summary.images} good images into {target}")
+        backend_name = predictor.describe()
+    click.echo(f"enrolled {summary.images} good images into {target} (features by {backend_name})")
     for line in summary.lines():
         click.echo(f"  {line}")
+    if predictor.artifact.signed_by:
+        click.echo(f"note: {target} is no longer signed (enrolling changed it): sign it again with `edgead sign --key KEY {target}`", err=True)
+
+
+@main.command()
+@click.argument("key", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace KEY and KEY.pub if they exist.")
+def keygen(key, force):
+    """Make an Ed25519 key pair for signing models: KEY (private, keep it on the build machine) and KEY.pub (for the devices)."""
+    from edgead.signing import generate_keypair
+
+    private, public, key_id = generate_keypair(Path(key), force=force)
+    click.echo(f"wrote {private} (private: keep it where models are built, readable only by you) and {public} (public, key {key_id})")
+    click.echo(f"next: `edgead sign --key {private} model.edgead` after each build; devices run with `--verify-key {public}`")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--key", "key", type=click.Path(dir_okay=False), required=True, help="The private key (`edgead keygen KEY`).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the signed model here (default: sign MODEL in place, atomically).")
+@limits_options
+def sign(model, key, out, limits):
+    """Sign MODEL's manifest (which holds every member's sha256) with an Ed25519 key, so that devices can refuse other models."""
+    from edgead.signing import sign_artifact
+
+    target, key_id = sign_artifact(Path(model), Path(key), Path(out) if out else None, limits)
+    click.echo(f"signed {target} with key {key_id}; any later change to the model (enroll, export, --adopt-threshold) removes the signature")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--key", "key", type=click.Path(dir_okay=False), required=True, help="The public key (KEY.pub of `edgead keygen KEY`).")
+@limits_options
+def verify(model, key, limits):
+    """Check that MODEL is signed by KEY and that every member matches the signed manifest; exit 2 if not."""
+    from edgead.artifact import read_artifact
+
+    artifact = read_artifact(Path(model), limits, verify_key=key)
+    click.echo(f"{artifact.path}: signed by key {artifact.signed_by}; all {len(artifact.members)} members match the signed manifest")
 
 
 @main.command()
@@ -485,7 +593,8 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--drift-window", "drift_frames", type=click.IntRange(min=0), default=100, show_default=True,
               help="Frames whose median score is compared with the good calibration to detect drift (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json):
+@loading_options
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json, loading):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import signal
     from contextlib import ExitStack
@@ -504,7 +613,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, loading))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:

@@ -23,3 +23,10 @@ class BackendError(EdgeADError):
 
 class DependencyError(EdgeADError):
     """An optional dependency needed for the requested feature is not installed."""
+
+
+class BackendUnavailable(BackendError):
+    """A backend that cannot be tried here: not installed, no engine for it in the model, or not trusted to run its code.
+
+    The default ladder moves past these only; an engine that is there and fails to load is a BackendError.
+    """

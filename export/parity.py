@@ -75,7 +75,11 @@ def output_differences(reference: dict[str, np.ndarray], got: dict[str, np.ndarr
 
 
 def open_engines(artifact: Artifact, backend: str, device: str, precision: str) -> dict[str, Backend]:
-    """Every graph's engine on `backend` in `precision`, opened (closed again if one fails)."""
+    """Every graph's engine on `backend` in `precision`, opened (closed again if one fails).
+
+    Trusted to run code: export and training check the engines they have just built themselves (an entry of the
+    same graph, backend and precision replaces the model's old one), not engines that came with the file.
+    """
     from contextlib import ExitStack
 
     from edgead.runtime.backends.base import open_backend
@@ -83,7 +87,7 @@ def open_engines(artifact: Artifact, backend: str, device: str, precision: str) 
     with ExitStack() as opened:
         backends = {}
         for name in artifact.manifest["graphs"]:
-            backends[name] = opened.enter_context(open_backend(artifact, backend, device, precision, graph=name))
+            backends[name] = opened.enter_context(open_backend(artifact, backend, device, precision, graph=name, trust_code=True))
         opened.pop_all()
     return backends
 
@@ -158,7 +162,7 @@ def auroc_report(artifact: Artifact, graphs: Mapping[str, Any] | None, dataset: 
         if key in result:  # one entry per graph: the whole pipeline is measured once per backend and precision
             continue
         device = parity_device(entry["backend"], entry["precision"])
-        with Predictor(artifact, entry["backend"], device, entry["precision"]) as engine:
+        with Predictor(artifact, entry["backend"], device, entry["precision"], trust_code=True) as engine:  # engines built here
             result[key] = evaluate(engine, dataset).metrics["image_auroc"]
     return result
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgead.artifact import Artifact, read_artifact, write_artifact
+from edgead.reading import DEFAULT_LIMITS, ReadLimits
 from edgead.errors import ArtifactError, ConfigError
 from edgead.export.calibration import load_calibration_images
 from edgead.export.engines import ExportOptions, ModelSource, add_engine, choose_formats, engine_precision, in_memory
@@ -95,7 +96,7 @@ class EngineThresholds:
                 with Predictor(artifact, reference_backends(artifact, self.graphs), precision="fp32") as reference:
                     self.reference = reference_outputs(reference, self.good)
             device = parity_device(main["backend"], main["precision"])
-            with Predictor(artifact, main["backend"], device, main["precision"]) as engine:
+            with Predictor(artifact, main["backend"], device, main["precision"], trust_code=True) as engine:  # the engine just built
                 main["calibration"] = calibrate_engine(engine, self.reference, self.manifest, name)
         except ConfigError as exc:
             return f"{name} keeps the model's threshold: {exc}"
@@ -114,9 +115,13 @@ def export_model(
     check_dir: str | None = None,
     cache_dir: Path | None = None,
     int8_mode: str = "qdq",
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> ExportResult:
-    """Add engines to the model at `model_path` (or write a copy to `out`); the input file is replaced only on success."""
-    artifact = read_artifact(model_path)
+    """Add engines to the model at `model_path` (or write a copy to `out`); the input file is replaced only on success.
+
+    `limits`: what reading the model may unpack (--max-model-mb, --max-manifest-mb).
+    """
+    artifact = read_artifact(model_path, limits)
     formats, notes = choose_formats(format_name, precision)
     sources = model_sources(artifact)
     graphs = eager_graphs(sources)

@@ -148,6 +148,7 @@ class Predictor:
         false_alarm_rate: float | None = None,
         scorer: str | None = None,
         head_options: Mapping[str, Any] | None = None,
+        trust_code: bool = False,
     ) -> None:
         """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
         one for the main graph, or a mapping from graph name to Backend covering every graph.
@@ -159,6 +160,7 @@ class Predictor:
         threshold where it has one (export calibrates each engine through its own outputs), else the model's.
         `scorer`: one of the scoring heads the model stores, instead of its default (with that head's calibration).
         `head_options`: run-time options of the scoring head (e.g. {"restoration": "exact"}); None values are not given.
+        `trust_code`: the model may run code (TorchScript engines); without it only a model with a verified signature may.
         """
         artifact = with_scorer(artifact, scorer)
         manifest = artifact.manifest
@@ -181,7 +183,7 @@ class Predictor:
         self.frame_check = FrameCheck(ImageGeometry.from_manifest(manifest.get("training", {}).get("image_geometry")), self.tiling is not None)
         self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
         with ExitStack() as opened:  # whatever opened is closed again if a later part fails
-            self.backends = self._open_backends(backend, device, precision, opened)
+            self.backends = self._open_backends(backend, device, precision, opened, trust_code)
             self.backend: Backend = self.backends[self.main_graph]
             others = {name: b for name, b in self.backends.items() if name != self.main_graph}
             self.scoring_head: Head = open_head(artifact, device, others, head_options)
@@ -191,7 +193,7 @@ class Predictor:
             self.threshold = self.threshold_choice.value
             opened.pop_all()
 
-    def _open_backends(self, backend, device: str, precision: str | None, opened: ExitStack) -> dict[str, Backend]:
+    def _open_backends(self, backend, device: str, precision: str | None, opened: ExitStack, trust_code: bool) -> dict[str, Backend]:
         if isinstance(backend, Backend):
             backend = {self.main_graph: backend}
         if isinstance(backend, Mapping):
@@ -204,7 +206,7 @@ class Predictor:
             raise BackendError(f"{self.artifact.path} has no engine of graph {', '.join(map(repr, without))}; re-train the model, or rebuild its engines with `edgead export --engine fp32`")
         backends = {}
         for name in self.graphs:
-            backends[name] = open_backend(self.artifact, backend, device, precision, graph=name)
+            backends[name] = open_backend(self.artifact, backend, device, precision, graph=name, trust_code=trust_code)
             opened.callback(backends[name].close)
         return backends
 

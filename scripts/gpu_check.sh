@@ -22,10 +22,10 @@ WORK="$(mktemp -d)"
 "$PY" -m edgead.cli export --model "$WORK/brick.edgead" --engine fp16 --format torchscript --check "$WORK/data/brick" | tee "$OUT/export-fp16.txt"
 for precision in fp32 fp16; do
   for batch in 1 8; do
-    "$PY" -m edgead.cli bench --model "$WORK/brick.edgead" --backend torchscript --device cuda --precision "$precision" --batch "$batch" --iterations 100 | tee "$OUT/bench-$precision-b$batch.txt"
+    "$PY" -m edgead.cli bench --model "$WORK/brick.edgead" --backend torchscript --trust-torchscript --device cuda --precision "$precision" --batch "$batch" --iterations 100 | tee "$OUT/bench-$precision-b$batch.txt"
   done
 done
-"$PY" -m edgead.cli eval "$WORK/data/brick" --model "$WORK/brick.edgead" --backend torchscript --device cuda --precision fp16 --json --quiet > "$OUT/eval-fp16.json"
+"$PY" -m edgead.cli eval "$WORK/data/brick" --model "$WORK/brick.edgead" --backend torchscript --trust-torchscript --device cuda --precision fp16 --json --quiet > "$OUT/eval-fp16.json"
 
 # the FP16 ONNX graph (precision in the graph) on ONNX Runtime: CUDA provider, then TensorRT provider where present
 "$PY" -m edgead.cli export --model "$WORK/brick.edgead" --engine fp16 --format onnx --check "$WORK/data/brick" | tee "$OUT/export-onnx-fp16.txt"

@@ -10,6 +10,7 @@ Inputs and outputs are the graph's own, by name: one output comes back as an arr
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgead.artifact import Artifact
-from edgead.errors import BackendError, DataError
+from edgead.errors import BackendError, BackendUnavailable, DataError
 from edgead.runtime.backends.base import Backend, require
 
 _ORT_TYPES = {
@@ -55,7 +56,7 @@ class OnnxRuntimeBackend(Backend):
         self.device_type, self.device_id = "cpu", 0
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in available:
-                raise BackendError(f"onnxruntime has no CUDA provider here (it has {available}); install onnxruntime-gpu or use --device cpu")
+                raise BackendUnavailable(f"onnxruntime has no CUDA provider here (it has {available}); install onnxruntime-gpu or use --device cpu")
             self.device_type, self.device_id = "cuda", int(device.partition(":")[2] or 0)
             providers = cuda_providers(available, self.device_id, engine.get("precision", "fp32"))
         else:
@@ -65,9 +66,16 @@ class OnnxRuntimeBackend(Backend):
         # idle ORT threads otherwise spin after each run and starve the kNN's BLAS threads (10x slower kNN on 2 cores)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(artifact.member(engine["member"]), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise BackendError(f"onnxruntime could not load {engine['member']}: {exc}") from exc
+            with tempfile.TemporaryDirectory(prefix="edgead-no-external-data-") as empty:
+                # engines are self-contained; a graph loaded from bytes would read any "external data" it names from the
+                # working directory: it is looked for in an empty folder instead (ONNX Runtime refuses paths that leave it)
+                options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+                self.session = ort.InferenceSession(artifact.member(engine["member"]), options, providers=providers)
+        except MemoryError:
+            raise BackendError(f"onnxruntime ran out of memory loading {engine['member']}; free memory or use a smaller model") from None
+        except Exception as exc:  # onnxruntime raises its own exception types, with messages over several lines
+            why = " ".join(str(exc).split())
+            raise BackendError(f"onnxruntime could not load {engine['member']}: {why[:400]}") from exc
         self.providers = self.session.get_providers()  # what is active: a provider that failed to load is missing here
         self.inputs = [(i.name, np.dtype(_ORT_TYPES.get(i.type, np.float32))) for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

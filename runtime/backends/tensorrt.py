@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgead.artifact import Artifact
-from edgead.errors import BackendError, DataError
+from edgead.errors import BackendError, BackendUnavailable, DataError
 from edgead.runtime import cuda
 from edgead.runtime.backends.base import Backend
 from edgead.runtime.backends.tensorrt_common import (  # noqa: F401  (re-exported: the builder and tests use them here)
@@ -58,6 +58,8 @@ class TensorRTEngine:
         self.logger = tensorrt_logger()
         with self.logger.capture() as messages:
             self.runtime = create_native(lambda: trt.Runtime(self.logger), "its runtime", messages)
+            if hasattr(self.runtime, "engine_host_code_allowed"):
+                self.runtime.engine_host_code_allowed = False  # an engine's embedded host code (lean runtime, plugins) would run on load
             self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise BackendError(f"TensorRT could not deserialise {name}; rebuild it on this device. {describe_messages(messages)}")
@@ -276,7 +278,7 @@ class TensorRTBackend(Backend):
         index = _device_index(device)
         count = cuda.device_count()
         if count == 0:
-            raise BackendError("TensorRT needs a CUDA GPU and none is visible here; use --backend onnxruntime on this machine")
+            raise BackendUnavailable("TensorRT needs a CUDA GPU and none is visible here; use --backend onnxruntime on this machine")
         if index >= count:
             raise BackendError(f"--device {device} asks for GPU {index}, but this machine has {count} (cuda:0..cuda:{count - 1})")
         cuda.set_device(index)

@@ -1,4 +1,8 @@
-"""TorchScript backend: imports torch only when chosen; CPU, or CUDA (FP16 engine where exported)."""
+"""TorchScript backend: imports torch only when chosen; CPU, or CUDA (FP16 engine where exported).
+
+A TorchScript engine is a program that can read and write files: it is opened only with `trusted=True`,
+which `open_backend` gives for a model the user trusts (`--trust-torchscript`, or a verified signature).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgead.artifact import Artifact
-from edgead.errors import BackendError
+from edgead.errors import BackendError, BackendUnavailable
 from edgead.runtime.backends.base import Backend, require
 from edgead.runtime.scheduler import stage
 
@@ -17,17 +21,19 @@ from edgead.runtime.scheduler import stage
 class TorchScriptBackend(Backend):
     name = "torchscript"
 
-    def __init__(self, artifact: Artifact, engine: dict[str, Any], device: str) -> None:
+    def __init__(self, artifact: Artifact, engine: dict[str, Any], device: str, trusted: bool = False) -> None:
         super().__init__(artifact, engine, device)
+        if not (trusted or artifact.signed_by is not None):
+            raise BackendError(f"{engine.get('member')}: a TorchScript engine runs code from the model file; it is opened only for a trusted model")
         self.torch = require("torch", "train")
         if device.startswith("cuda") and not self.torch.cuda.is_available():
-            raise BackendError("torch sees no CUDA device here; use --device cpu")
+            raise BackendUnavailable("torch sees no CUDA device here; use --device cpu")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated since torch 2.10
                 self.module = self.torch.jit.load(io.BytesIO(artifact.member(engine["member"])), map_location=device)
         except RuntimeError as exc:
-            raise BackendError(f"torch.jit.load could not load {engine['member']}: {exc}") from exc
+            raise BackendError(f"torch.jit.load could not load {engine['member']}: {' '.join(str(exc).split())[:400]}") from exc
         self.module.eval()
 
     def infer(self, inputs: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:

@@ -7,6 +7,7 @@ imported only when a model that uses it is opened.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from typing import Any
@@ -44,7 +45,7 @@ def with_scorer(artifact: Artifact, scorer: str | None) -> Artifact:
     manifest = copy.deepcopy(manifest)
     manifest["head"] = held[scorer]["head"]
     manifest["postprocess"].update(held[scorer].get("postprocess", {}))
-    return Artifact(artifact.path, manifest, artifact.members)
+    return dataclasses.replace(artifact, manifest=manifest)
 
 
 def open_head(artifact: Artifact, device: str = "cpu", backends: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None) -> Head:

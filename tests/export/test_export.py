@@ -91,9 +91,9 @@ def test_torchscript_loads_without_edgead(model_copy, tmp_path):
 def test_runtime_picks_fp16_only_where_asked_or_on_cuda(model_copy):
     export_model(model_copy, "fp16", "torchscript")
     art = read_artifact(model_copy)
-    with Predictor(art, backend="torchscript") as cpu_default:
+    with Predictor(art, backend="torchscript", trust_code=True) as cpu_default:
         assert cpu_default.backend.engine["precision"] == "fp32"
-    with Predictor(art, backend="torchscript", precision="fp16") as asked:
+    with Predictor(art, backend="torchscript", precision="fp16", trust_code=True) as asked:
         assert asked.backend.engine["precision"] == "fp16"
 
 

@@ -38,7 +38,7 @@ def test_slots_give_the_backend_results_for_full_and_partial_batches(tiny_traine
     _, path = tiny_trained
     art = read_artifact(path)
     images = np.concatenate([art.load_npy("parity_images.npy")] * 3)[:7]
-    with Predictor(art, backend="torchscript", tiling=False) as predictor:
+    with Predictor(art, backend="torchscript", tiling=False, trust_code=True) as predictor:
         expected = predictor.backend.infer(images)
         slots = [predictor.backend.create_slot(3) for _ in range(2)]
         with PatchScheduler(slots) as scheduler:
@@ -50,7 +50,7 @@ def test_slots_give_the_backend_results_for_full_and_partial_batches(tiny_traine
 def test_slot_refuses_a_batch_larger_than_its_buffers(tiny_trained, cpu_cuda):
     _, path = tiny_trained
     art = read_artifact(path)
-    with Predictor(art, backend="torchscript", tiling=False) as predictor:
+    with Predictor(art, backend="torchscript", tiling=False, trust_code=True) as predictor:
         slot = predictor.backend.create_slot(2)
         with pytest.raises(Exception, match="exceeds"):
             slot.submit(np.concatenate([art.load_npy("parity_images.npy")] * 2)[:3])
@@ -63,7 +63,7 @@ def test_cuda_streams_match_the_synchronous_path(tiny_trained, streams):
     _, path = tiny_trained
     art = read_artifact(path)
     images = np.concatenate([art.load_npy("parity_images.npy")] * 5)
-    with Predictor(art, backend="torchscript", device="cuda", precision="fp32", tiling=False, streams=streams, max_batch=3) as p:
+    with Predictor(art, backend="torchscript", device="cuda", precision="fp32", tiling=False, streams=streams, max_batch=3, trust_code=True) as p:
         expected = p.backend.infer(images)
         got = p.infer(images)["features"]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
