@@ -16,6 +16,7 @@ from edgead.runtime.backends.base import Backend, open_backend
 from edgead.runtime.calibration import choose_threshold
 from edgead.runtime.framecheck import FrameCheck, ImageGeometry
 from edgead.runtime.heads import Head, open_head, with_scorer
+from edgead.runtime.inference import with_inference
 from edgead.runtime.postprocess import UPSAMPLING, anomaly_maps, image_scores, smooth
 from edgead.runtime.preprocess import check_rgb, resize_to_input, stack_batch
 from edgead.runtime.scheduler import PatchScheduler, make_slots
@@ -148,6 +149,7 @@ class Predictor:
         false_alarm_rate: float | None = None,
         scorer: str | None = None,
         head_options: Mapping[str, Any] | None = None,
+        inference: str | None = None,
     ) -> None:
         """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
         one for the main graph, or a mapping from graph name to Backend covering every graph.
@@ -159,8 +161,9 @@ class Predictor:
         threshold where it has one (export calibrates each engine through its own outputs), else the model's.
         `scorer`: one of the scoring heads the model stores, instead of its default (with that head's calibration).
         `head_options`: run-time options of the scoring head (e.g. {"restoration": "exact"}); None values are not given.
+        `inference`: one of the inference modes the model stores (small-ae: dense or patches), instead of its default.
         """
-        artifact = with_scorer(artifact, scorer)
+        artifact = with_scorer(with_inference(artifact, inference), scorer)
         manifest = artifact.manifest
         self.artifact = artifact
         self.graphs = graph_specs(manifest, str(artifact.path))
