@@ -122,3 +122,17 @@ def test_cuda_streams(benchmark, small_ae, frame, tmp_path, precision, streams):
                 return _run(p, frame)
         benchmark(run)
     benchmark.extra_info.update(device=torch.cuda.get_device_name(0), backend="torchscript", precision=precision, streams=streams)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("streams", [1, 2, 4], ids=["1-stream", "2-streams", "4-streams"])
+def test_cuda_dense_tiles(benchmark, small_ae, frame, streams):
+    """A 1024 px frame (the demo frame 4 x 4) as 16 dense 256 px tiles through FP32 TorchScript on CUDA, 1, 2 and 4 streams."""
+    from edgead.runtime.predictor import Tiling
+
+    big = np.tile(frame, (4, 4, 1))
+    with Predictor(small_ae, "torchscript", "cuda", "fp32", max_batch=4, streams=streams, tiling=Tiling(256, 256)) as p:
+        (prediction,) = benchmark(p.predict, [big])
+    assert prediction.anomaly_map.shape == big.shape[:2]
+    benchmark.extra_info.update(device=torch.cuda.get_device_name(0), backend="torchscript", precision="fp32", streams=streams,
+                                frame_px=big.shape[0], tile_px=256, tiles=16, engine_batch=4)
