@@ -126,14 +126,18 @@ class SupportHead(Head):
 
     def grid_scores(self, latent: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """(N, C, h, w) latents -> (N, len(rows), len(cols)) scores of the 17x17 windows at those latent rows and columns."""
-        windows = np.lib.stride_tricks.sliding_window_view(latent, (LATENT_PX, LATENT_PX), axis=(2, 3))  # (N, C, h', w', 17, 17), a view
-        n, per = latent.shape[0], max(1, CHUNK_PATCHES // len(cols))
-        scores = np.empty((n, len(rows), len(cols)), dtype=np.float32)
+        # (N, h', w', C, 17, 17): every window, a view; a window's axes in the patch graph's order (C, 17, 17)
+        windows = np.lib.stride_tricks.sliding_window_view(latent, (LATENT_PX, LATENT_PX), axis=(2, 3)).transpose(0, 2, 3, 1, 4, 5)
+        n, gw, per = latent.shape[0], len(cols), max(1, CHUNK_PATCHES // len(cols))
+        scores = np.empty((n, len(rows), gw), dtype=np.float32)
+        block = np.empty((per * gw, *windows.shape[3:]), dtype=np.float64)  # the one copy of the codes, in the SVM's dtype
         for i in range(n):
             for start in range(0, len(rows), per):
-                block = windows[i][:, rows[start : start + per]][:, :, cols]  # (C, r, gw, 17, 17): the one copy
-                codes = block.transpose(1, 2, 0, 3, 4).reshape(-1, self.svm.dim)  # each patch's code as the patch graph flattens it
-                scores[i, start : start + per] = -self.svm.decision(codes).reshape(-1, len(cols))
+                chunk = rows[start : start + per]
+                for k, row in enumerate(chunk):
+                    block[k * gw : (k + 1) * gw] = windows[i, row, cols]
+                codes = block[: len(chunk) * gw].reshape(-1, self.svm.dim)
+                scores[i, start : start + len(chunk)] = -self.svm.decision(codes).reshape(-1, gw)
         return scores
 
     def describe(self) -> str:
