@@ -95,6 +95,22 @@ def test_dense_onnx_graph_runs_frames_of_any_size_as_the_eager_graph(exporter):
     assert fixed["frames"] == ["batch", 96, 96, 3]
 
 
+def test_dense_torchscript_graph_runs_frames_of_any_size_as_the_eager_graph():
+    import io
+
+    from edgead.export.torchscript import export_torchscript
+
+    torch.manual_seed(1)
+    graph = DenseGraph(SmallAutoEncoder()).eval()
+    spec = graph_specs({"graphs": graph_specs_of(SmallAEConfig(image_size_px=96))})["dense"]
+    traced = torch.jit.load(io.BytesIO(export_torchscript(graph, spec=spec)))
+    for shape in [(1, 96, 96, 3), (2, 131, 200, 3)]:  # traced on 96 px frames; the pad and the crop follow the input
+        frames = torch.randint(0, 256, shape, dtype=torch.uint8)
+        with torch.no_grad():
+            for got, want in zip(traced(frames), graph(frames)):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_coverage_mean_is_stitching_constant_patch_maps():
     rng = np.random.default_rng(2)
     rows, cols = patch_starts(96, 8), patch_starts(130, 12)
