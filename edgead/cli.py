@@ -131,8 +131,9 @@ def loading_options(command):
 
 def _open_predictor(model: str | None, backend: str | None, device: str, precision: str | None = None, tile=None, stride=None,
                     streams: int = 1, threshold=None, false_alarm_rate=None, scorer=None,
-                    restoration=None, eta=None, passes=None, loading: Loading = Loading()):
+                    restoration=None, eta=None, passes=None, inference=None, loading: Loading = Loading()):
     """A Predictor for the CLI; every command that uses one names the backend it runs on in its output."""
+    from edgead.runtime.inference import with_inference
     from edgead.runtime.predictor import Predictor, tiling_from
 
     if threshold is not None and false_alarm_rate is not None:
@@ -140,6 +141,7 @@ def _open_predictor(model: str | None, backend: str | None, device: str, precisi
     artifact = loading.read(model)
     if artifact.signed_by:
         click.echo(f"note: {artifact.path} is signed by key {artifact.signed_by} (--verify-key): trusted", err=True)
+    artifact = with_inference(artifact, inference)  # the mode's own tiling is what --tile/--stride change
     tiling = tiling_from(artifact.manifest, tile, stride)
     predictor = Predictor(artifact, backend=backend, device=device, precision=precision, tiling=tiling or False, streams=streams,
                           threshold=threshold, false_alarm_rate=false_alarm_rate, scorer=scorer,
@@ -179,6 +181,8 @@ def tiling_options(command):
 
 
 scorer_option = click.option("--scorer", type=click.Choice(["reconstruction", "support"]), default=None, help="Scoring head of a model that stores several (small-ae): default the one it was trained with first.")
+inference_option = click.option("--inference", type=click.Choice(["dense", "patches"]), default=None,
+                                help="small-ae: whole frames through the convolutions once (dense), or stride-based patches (default: the model's, dense).")
 
 
 def restoration_options(command):
@@ -203,7 +207,7 @@ TRAIN_FLAGS = {
     "compressed_dim": "--compressed-dim", "freeze_backbone": "--freeze-backbone/--fine-tune-backbone",
     "lr": "--lr", "backbone_lr": "--backbone-lr", "loss_alpha": "--loss-alpha", "cutpaste_probability": "--cutpaste-probability",
     "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area",
-    "patch_stride_px": "--patch-stride", "scorer": "--scorer", "loss": "--loss", "augment": "--augment/--no-augment",
+    "patch_stride_px": "--patch-stride", "scorer": "--scorer", "inference": "--inference", "loss": "--loss", "augment": "--augment/--no-augment",
     "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch",
     "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
     "passes": "--passes", "eta_defects": "--eta-defects",
@@ -253,6 +257,7 @@ def _methods() -> list[str]:
 @click.option("--patches-per-epoch", type=click.IntRange(min=1), default=None, help="small-ae: random 63 px training patches per epoch (default 2048).")
 @click.option("--patch-stride", "patch_stride_px", type=click.IntRange(min=1), default=None, help="small-ae: stride of the 63 px patches at run time, in pixels of the --image-size frame (default 8: 676 patches at 256 px).")
 @click.option("--scorer", default=None, help="small-ae: reconstruction, support, or both comma-separated (the first is the default at run time; default reconstruction).")
+@click.option("--inference", type=click.Choice(["dense", "patches"]), default=None, help="small-ae: run-time default, whole frames through the convolutions once (dense, the default) or stride-based patches; both are stored.")
 @click.option("--loss", type=click.Choice(["l2", "ssim"]), default=None, help="small-ae: l2, or ssim (L2 + 0.5 (1 - SSIM)) (default l2).")
 @click.option("--augment/--no-augment", default=None, help="small-ae: random flips and 90-degree turns of training patches (default on).")
 @click.option("--svm-nu", type=float, default=None, help="small-ae support scorer: nu of the one-class SVM (default 0.1).")
@@ -334,13 +339,14 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
 @precision_option
 @tiling_options
 @scorer_option
+@inference_option
 @restoration_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write an HTML report with heatmaps here.")
 @click.option("--adopt-threshold", is_flag=True, help="Store this data's F1-max threshold in the model (it replaces the false-alarm-rate calibration's).")
 @quiet_option
 @loading_options
-def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, as_json, report, adopt_threshold, quiet, loading):
+def eval_(data_dir, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, inference, restoration, eta, passes, as_json, report, adopt_threshold, quiet, loading):
     """Measure the deployed model on the test images of DATA_DIR: image/pixel AUROC, AUPRO, AUPR, F1-max."""
     from edgead.runtime.datasets import open_dataset
     from edgead.runtime.evaluate import evaluate
@@ -348,7 +354,7 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
     dataset = open_dataset(data_dir)
     if adopt_threshold and scorer is not None:
         raise ConfigError("--adopt-threshold stores the threshold of the model's default scorer; leave --scorer out, or re-train with that scorer first")
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, loading) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, inference, loading) as predictor:
         html_report = None
         if report:
             from edgead.runtime.report import HtmlReport
@@ -389,17 +395,18 @@ def eval_(data_dir, model, backend, device, precision, tile, stride, streams, th
 @precision_option
 @tiling_options
 @scorer_option
+@inference_option
 @restoration_options
 @click.option("--overlays", is_flag=True, help="Also write heatmap overlays as PNG under overlays/.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @quiet_option
 @loading_options
-def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, overlays, batch_size, quiet, loading):
+def predict(inputs, out, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, inference, restoration, eta, passes, overlays, batch_size, quiet, loading):
     """Score images (files or folders): a JSONL line and a float32 TIFF map for each."""
     from edgead.runtime.predict import plan_outputs, predict_to_folder
 
     jobs = plan_outputs([Path(p) for p in inputs])
-    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, loading) as predictor:
+    with _open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, inference, loading) as predictor:
         summary = predict_to_folder(predictor, jobs, Path(out), overlays=overlays, batch_size=batch_size, progress=_progress(quiet))
         backend_name = predictor.describe()
     click.echo(f"scored {summary['images']} images: {summary['anomalous']} anomalous (threshold {summary['threshold']:.4f}), backend {backend_name}")
@@ -489,16 +496,17 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
 @device_option
 @precision_option
 @scorer_option
+@inference_option
 @restoration_options
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--iterations", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
 @loading_options
-def bench(model, backend, device, precision, scorer, restoration, eta, passes, batch, iterations, warmup, loading):
+def bench(model, backend, device, precision, scorer, inference, restoration, eta, passes, batch, iterations, warmup, loading):
     """Latency of the deployed path (engine, kNN, maps) on the model's own parity images."""
     from edgead.runtime.latency import measure_latency
 
-    with _open_predictor(model, backend, device, precision, scorer=scorer, restoration=restoration, eta=eta, passes=passes, loading=loading) as predictor:
+    with _open_predictor(model, backend, device, precision, scorer=scorer, restoration=restoration, eta=eta, passes=passes, inference=inference, loading=loading) as predictor:
         stats = measure_latency(predictor, batch, iterations, warmup)
         click.echo(f"backend {predictor.describe()}, batch {batch}, {iterations} iterations after {warmup} warm-up")
         patches = predictor.patches_per_sample() if predictor.patches else 0
@@ -582,6 +590,7 @@ def verify(model, key, limits):
 @precision_option
 @tiling_options
 @scorer_option
+@inference_option
 @restoration_options
 @click.option("--headless", is_flag=True, help="No window (needed with opencv-python-headless or without a display).")
 @click.option("--save-video", type=click.Path(dir_okay=False), default=None, help="Write the annotated frames to this video (.mp4; .avi for MJPG).")
@@ -594,7 +603,7 @@ def verify(model, key, limits):
               help="Frames whose median score is compared with the good calibration to detect drift (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
 @loading_options
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json, loading):
+def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, inference, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json, loading):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import signal
     from contextlib import ExitStack
@@ -613,7 +622,7 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, loading))
+        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, inference, loading))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:

@@ -10,6 +10,7 @@ from edgead.errors import ConfigError
 
 METHODS = ("patchcore", "patchwise-ae", "small-ae")
 SCORERS = ("reconstruction", "support")
+INFERENCE_MODES = ("dense", "patches")  # small-ae: whole frames through the convolutions once, or stride-based patches
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,9 @@ class SmallAEConfig:
     patch_stride_px: int = 8
     # "reconstruction", "support", or both comma-separated: the first is what the runtime uses by default
     scorer: str = "reconstruction"
+    # the run-time default: "dense" (each frame through the convolutions once; the support scorer reads every
+    # patch's code off the frame's latent grid) or "patches" (stride-based patches); both are stored and calibrated
+    inference: str = "dense"
     # small on purpose: a demo category trains and evaluates in minutes on two CPU cores
     epochs: int = 5
     patches_per_epoch: int = 2048
@@ -195,6 +199,13 @@ class SmallAEConfig:
         unknown = [s for s in self.scorers if s not in SCORERS]
         if not self.scorers or unknown or len(set(self.scorers)) != len(self.scorers):
             raise ConfigError(f"--scorer {self.scorer!r}: give reconstruction, support, or both comma-separated (the first is the default)")
+        if self.inference not in INFERENCE_MODES:
+            raise ConfigError(f"--inference {self.inference!r}: choose dense or patches")
+        if self.inference == "dense" and not self.dense_support:
+            raise ConfigError(
+                f"--patch-stride {self.patch_stride_px} px: the support scorer's dense inference reads patches off the latent grid, "
+                "whose cells are 4 px apart; give a multiple of 4 (e.g. 8), or --inference patches"
+            )
         if self.loss not in ("l2", "ssim"):
             raise ConfigError(f"--loss {self.loss!r}: choose l2 or ssim")
         if self.epochs < 1 or self.patches_per_epoch < 1 or self.batch_size < 1:
@@ -217,12 +228,23 @@ class SmallAEConfig:
         """The scorers to fit, the runtime's default first."""
         return tuple(s.strip() for s in self.scorer.split(",") if s.strip())
 
+    @property
+    def dense_support(self) -> bool:
+        """Whether every scorer can run dense: the support scorer's patches must sit on the 4 px latent grid."""
+        return "support" not in self.scorers or self.patch_stride_px % 4 == 0
+
+    @property
+    def inference_modes(self) -> tuple[str, ...]:
+        """The inference modes stored (and calibrated), the run-time default first."""
+        modes = INFERENCE_MODES if self.dense_support else ("patches",)
+        return (self.inference, *[m for m in modes if m != self.inference])
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SmallAEConfig:
-        return config_from_dict(cls, data, "small-ae")
+        return config_from_dict(cls, data, "small-ae", {"inference": "patches"})  # models before dense inference
 
 
 def config_from_dict(cls: type, data: dict[str, Any], method: str, legacy: dict[str, Any] | None = None) -> Any:

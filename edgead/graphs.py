@@ -10,7 +10,7 @@ and the graph whose engine runs on the prepared frames (the others are the head'
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,11 +41,17 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """A graph's inputs and outputs, in order."""
+    """A graph's inputs and outputs, in order.
+
+    `dynamic`: tensor name -> {axis: name} of axes besides the batch that the exported ONNX graph leaves
+    symbolic (a graph that runs on frames of any size); the shapes give the deployed size, which fixed-shape
+    engines (TensorRT) are built for.
+    """
 
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:
@@ -57,15 +63,19 @@ class GraphSpec:
 
     def to_dict(self) -> dict[str, Any]:
         # lists, not objects: the order is the engines' input and output order, and manifests are written with sorted keys
-        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        entry: dict[str, Any] = {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+        if self.dynamic:
+            entry["dynamic_axes"] = {t: {str(a): n for a, n in axes.items()} for t, axes in self.dynamic.items()}
+        return entry
 
 
-def graph_spec(name: str, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> GraphSpec:
+def graph_spec(name: str, inputs: dict[str, tuple], outputs: dict[str, tuple], dynamic: dict[str, dict[int, str]] | None = None) -> GraphSpec:
     """GraphSpec from {tensor: (shape, dtype)} mappings, e.g. {"images": (("batch", 256, 256, 3), "uint8")}."""
     return GraphSpec(
         name,
         tuple(TensorSpec(n, tuple(shape), dtype) for n, (shape, dtype) in inputs.items()),
         tuple(TensorSpec(n, tuple(shape), dtype) for n, (shape, dtype) in outputs.items()),
+        {t: dict(axes) for t, axes in (dynamic or {}).items()},
     )
 
 
@@ -93,8 +103,26 @@ def graph_specs(manifest: dict[str, Any], source: str = "manifest") -> dict[str,
                     raise ArtifactError(f"{source}: manifest key 'graphs.{name}.{side}.{tensor}.dtype' is {dtype!r}, not one of {DTYPES}")
                 specs_side.append(TensorSpec(tensor, tuple(shape), dtype))
             sides.append(tuple(specs_side))
-        specs[name] = GraphSpec(name, *sides)
+        specs[name] = GraphSpec(name, *sides, _dynamic_axes(entry.get("dynamic_axes", {}), sides, f"{source}: manifest key 'graphs.{name}.dynamic_axes'"))
     return specs
+
+
+def _dynamic_axes(entry: Any, sides: list[tuple[TensorSpec, ...]], where: str) -> dict[str, dict[int, str]]:
+    """{tensor: {"1": "height"}} of the manifest -> {tensor: {1: "height"}}, checked against the tensors' ranks."""
+    ranks = {t.name: len(t.shape) for side in sides for t in side}
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{where} must map tensor names to {{axis: name}}")
+    axes: dict[str, dict[int, str]] = {}
+    for tensor, named in entry.items():
+        if tensor not in ranks or not isinstance(named, dict):
+            raise ArtifactError(f"{where} names {tensor!r}, which is not one of the graph's tensors {sorted(ranks)}")
+        try:
+            axes[tensor] = {int(a): str(n) for a, n in named.items()}
+        except ValueError:
+            raise ArtifactError(f"{where}.{tensor} has axes {sorted(named)}, not axis numbers") from None
+        if any(not 1 <= a < ranks[tensor] for a in axes[tensor]):
+            raise ArtifactError(f"{where}.{tensor}: axes {sorted(axes[tensor])} must be 1..{ranks[tensor] - 1} (axis 0 is the batch)")
+    return axes
 
 
 def head_section(manifest: dict[str, Any], source: str = "manifest") -> dict[str, Any]:

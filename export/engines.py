@@ -118,6 +118,7 @@ def _build_torchscript(source: ModelSource, options: ExportOptions) -> tuple[byt
 
 
 def _build_tensorrt(source: ModelSource, options: ExportOptions) -> tuple[bytes, dict[str, Any]]:
+    from edgead.export.onnx import fixed_axes
     from edgead.export.tensorrt import build_engine
 
     cache = options.cache_dir
@@ -125,7 +126,7 @@ def _build_tensorrt(source: ModelSource, options: ExportOptions) -> tuple[bytes,
     # the builder takes any named inputs; an image graph's (H, W) is also checked and names the calibration cache
     size = source.image_hw if len(source.spec.inputs) == 1 and len(first) == 4 and first[3] == 3 else None
     built = build_engine(
-        source.onnx_graph(),
+        fixed_axes(source.onnx_graph(), source.spec),  # engines have fixed axes but the batch: the spec's deployed size
         options.precision,
         size,
         batch_profile=options.batch_profile,

@@ -2,7 +2,8 @@
 
 By default a graph takes uint8 NHWC `images` and returns `features` (the patch feature graph); any number
 of named inputs, of any dtype and shape, and named outputs work too, given by a GraphSpec or by example
-inputs and names. Every input and output gets a dynamic batch axis (axis 0).
+inputs and names. Every input and output gets a dynamic batch axis (axis 0), and the axes a GraphSpec marks dynamic
+(height and width of a graph that runs on frames of any size) stay symbolic too.
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ def export_onnx_graph(
 ) -> ExportedGraph:
     """As `export_onnx`, saying which exporter made the graph; 'auto' is dynamo, then TorchScript where dynamo fails."""
     onnx = _import_onnx()
+    dynamic = {}
     if spec is not None:
         example_inputs, input_names, output_names = [t.example(1) for t in spec.inputs], spec.input_names, spec.output_names
+        dynamic = spec.dynamic
     if exporter not in EXPORTERS:
         raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
     examples = _examples(size_px, example_inputs)
@@ -87,13 +90,13 @@ def export_onnx_graph(
     reason = None
     if exporter in ("auto", "dynamo"):
         try:
-            return ExportedGraph(_checked(onnx, _dynamo(model, examples, opset, input_names, output_names)), "dynamo")
+            return ExportedGraph(_checked(onnx, _dynamo(model, examples, opset, input_names, output_names, dynamic)), "dynamo")
         except Exception as exc:  # the dynamo exporter raises many types; any of them sends us to the other exporter
             reason = _first_line(exc)
             if exporter == "dynamo":
                 raise EdgeADError(f"the dynamo ONNX exporter failed: {reason}") from exc
             log.warning("the dynamo ONNX exporter failed (%s); exporting with the TorchScript-based exporter instead", reason)
-    data = _torchscript(model, examples, opset, input_names, output_names)
+    data = _torchscript(model, examples, opset, input_names, output_names, dynamic)
     return ExportedGraph(_checked(onnx, data), "torchscript", reason)
 
 
@@ -138,10 +141,15 @@ def _quiet() -> Iterator[None]:
             logging.disable(previous)
 
 
-def _dynamo(model: torch.nn.Module, examples: tuple[torch.Tensor, ...], opset: int, input_names: list[str], output_names: list[str]) -> bytes:
+def _dynamo(
+    model: torch.nn.Module, examples: tuple[torch.Tensor, ...], opset: int, input_names: list[str], output_names: list[str],
+    dynamic: dict[str, dict[int, str]] | None = None,
+) -> bytes:
     # torch.export specialises axes of size 1: trace on a batch of two so the batch axis stays symbolic
     examples = tuple(torch.cat([x, x]) if x.shape[0] == 1 else x for x in examples)
     batch = torch.export.Dim("batch")
+    dims = {name: torch.export.Dim.AUTO for axes in (dynamic or {}).values() for name in axes.values()}
+    shapes = tuple({0: batch, **{a: dims[n] for a, n in (dynamic or {}).get(name, {}).items()}} for name in input_names)
     with _quiet(), torch.no_grad():
         program = torch.onnx.export(
             model,
@@ -150,7 +158,7 @@ def _dynamo(model: torch.nn.Module, examples: tuple[torch.Tensor, ...], opset: i
             opset_version=opset,
             input_names=input_names,
             output_names=output_names,
-            dynamic_shapes=tuple({0: batch} for _ in examples),
+            dynamic_shapes=shapes,
             optimize=True,
             verbose=False,
         )
@@ -158,12 +166,26 @@ def _dynamo(model: torch.nn.Module, examples: tuple[torch.Tensor, ...], opset: i
     found = [o.name for o in proto.graph.output]
     if found != output_names:
         raise EdgeADError(f"the graph's outputs are {found}, not {output_names}")
+    _name_axes(proto, dynamic or {})
     return proto.SerializeToString()
 
 
-def _torchscript(model: torch.nn.Module, examples: tuple[torch.Tensor, ...], opset: int, input_names: list[str], output_names: list[str]) -> bytes:
+def _name_axes(proto: Any, dynamic: dict[str, dict[int, str]]) -> None:
+    """Give the exporter's symbolic axes the spec's names (the dynamo exporter calls them s0, s1, ...); a fixed one is a bug."""
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in dynamic.get(value.name, {}).items():
+            if not dims[axis].dim_param:
+                raise EdgeADError(f"the exporter fixed axis {axis} of {value.name!r} at {dims[axis].dim_value}; it should stay dynamic ({name})")
+            dims[axis].dim_param = name
+
+
+def _torchscript(
+    model: torch.nn.Module, examples: tuple[torch.Tensor, ...], opset: int, input_names: list[str], output_names: list[str],
+    dynamic: dict[str, dict[int, str]] | None = None,
+) -> bytes:
     buffer = io.BytesIO()
-    axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    axes = {name: {0: "batch", **(dynamic or {}).get(name, {})} for name in [*input_names, *output_names]}
     with _quiet(), torch.no_grad():
         torch.onnx.export(
             model,
@@ -185,6 +207,20 @@ def _checked(onnx: Any, data: bytes) -> bytes:
     except Exception as exc:  # the checker raises its own ValidationError types
         raise EdgeADError(f"the exported ONNX graph failed the ONNX checker: {exc}") from exc
     return data
+
+
+def fixed_axes(data: bytes, spec: GraphSpec) -> bytes:
+    """ONNX bytes with the spec's dynamic axes (all but the batch) fixed at the spec's sizes: for fixed-shape engines (TensorRT)."""
+    if not spec.dynamic:
+        return data
+    onnx = _import_onnx()
+    proto = onnx.load_from_string(data)
+    sizes = {t.name: t.shape for t in (*spec.inputs, *spec.outputs)}
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        for axis in spec.dynamic.get(value.name, {}):
+            dims[axis].dim_value = int(sizes[value.name][axis])  # clears dim_param (one of the two is set)
+    return _checked(onnx, proto.SerializeToString())
 
 
 def graph_io(data: bytes) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:

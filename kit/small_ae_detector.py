@@ -1,10 +1,12 @@
 """The small patch auto-encoder as a detector (`edgead train --method small-ae`): training, scorers, artifact.
 
 Good images are resized to `image_size_px`; the auto-encoder learns to reconstruct random 63x63 patches of
-them (flips and 90-degree turns as augmentation, L2 or L2 + SSIM loss) in the shared training loop. At run
-time every frame is cut into patches at `patch_stride_px`; the exported `patch` graph returns each patch's
-squared error map and latent code. Two scorers can be stored: `reconstruction` (the error map) and
-`support` (a one-class SVM on the latent codes of good patches). Each is calibrated on held-out good images.
+them (flips and 90-degree turns as augmentation, L2 or L2 + SSIM loss) in the shared training loop. Two ways
+to run it are stored (runtime/inference.py): `dense`, each frame through the `dense` graph once (error map
+of the frame, latent grid from which the support head reads every patch's code), and `patches`, every frame
+cut into patches at `patch_stride_px` for the `patch` graph (each patch's error map and latent code). Two
+scorers can be stored: `reconstruction` (the error map) and `support` (a one-class SVM on the latent codes
+of good patches). Each scorer is calibrated in each mode on held-out good images.
 """
 
 from __future__ import annotations
@@ -26,22 +28,30 @@ from edgead.config import SmallAEConfig
 from edgead.graphs import FORMAT_VERSION, graph_spec
 from edgead.kit.eager import calibrate_good_images
 from edgead.kit.patchcore import split_holdout
-from edgead.kit.small_ae import LATENT_SHAPE, PATCH_PX, PatchGraph, SmallAutoEncoder, parameter_count, to_unit
+from edgead.kit.small_ae import LATENT_CHANNELS, LATENT_PX, LATENT_SHAPE, LATENT_STEP_PX, PATCH_PX, DenseGraph, PatchGraph, SmallAutoEncoder, dense_latent_px, parameter_count, to_unit
 from edgead.kit.svm import FittedSVM, fit_one_class_svm
 from edgead.kit.training import resolve_device, run_epochs
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import read_image
 from edgead.runtime.calibration import describe
+from edgead.runtime.inference import inference_manifest
 from edgead.runtime.preprocess import stack_batch
 from edgead.runtime.tiling import tile_origins
 
 METHOD = "small-ae"
 GRAPH = "patch"
+DENSE_GRAPH = "dense"
+MODE_GRAPHS = {"dense": DENSE_GRAPH, "patches": GRAPH}
 WEIGHTS_MEMBER = "weights.safetensors"
 SVM_VECTORS_MEMBER = "svm_support_vectors.npy"
 SVM_COEF_MEMBER = "svm_dual_coef.npy"
+# the dense mode's SVM, fitted on windows of frames' latent grids: near a patch's border its dense code sees the
+# frame where the patch graph's sees zero padding, and an SVM of patch codes scores dense codes out of its support
+DENSE_SVM_SECTION = "dense_svm"
 PARITY_IMAGES = 3  # frames (each ~700 patches at the default stride) stored to check engines on
 HEAD_OUTPUTS = {"reconstruction": "error", "support": "latent"}
+PATCH_MAX_BATCH = 256  # patches are small: large engine batches
+DENSE_MAX_BATCH = 8  # frames (or tiles) per dense engine call: a 256 px frame's activations take about 10 MB
 
 
 @dataclass
@@ -51,15 +61,16 @@ class TrainedSmallAE:
     config: SmallAEConfig
     autoencoder: SmallAutoEncoder
     svm: FittedSVM | None
-    calibrations: dict[str, dict[str, float]]
+    calibrations: dict[str, dict[str, dict]]  # inference mode -> scorer -> its postprocess calibration
     losses: list[float]
     train_images: list[str] = field(default_factory=list)
     holdout_images: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    dense_svm: FittedSVM | None = None  # the support scorer's SVM in dense mode (codes read off latent grids)
 
     @property
-    def graphs(self) -> dict[str, PatchGraph]:
-        return {GRAPH: PatchGraph(self.autoencoder).eval()}
+    def graphs(self) -> dict[str, PatchGraph | DenseGraph]:
+        return module_graphs(self.autoencoder, self.config.inference_modes)
 
     @property
     def parity_images(self) -> np.ndarray:
@@ -78,15 +89,23 @@ class TrainedSmallAE:
             f"patches: {PATCH_PX} px every {self.config.patch_stride_px} px of {self.config.image_size_px} px frames "
             f"({training['patches_per_frame']} per frame)",
         ]
-        if self.svm is not None:
-            lines.append(
-                f"support scorer: one-class SVM, {self.svm.support_vectors.shape[0]} support vectors of {self.svm.samples} "
-                f"latent codes (nu {self.svm.nu}, gamma {self.svm.gamma:.3g})"
-            )
-        for name in self.config.scorers:
-            default = " (default)" if name == self.config.scorers[0] else ""
-            lines += [f"[{name}]{default} {line}" for line in describe(self.calibrations[name])]
+        for what, svm in (("patch", self.svm), ("dense", self.dense_svm)):
+            if svm is not None:
+                lines.append(
+                    f"support scorer ({what} codes): one-class SVM, {svm.support_vectors.shape[0]} support vectors of {svm.samples} "
+                    f"latent codes (nu {svm.nu}, gamma {svm.gamma:.3g})"
+                )
+        for mode in self.config.inference_modes:
+            for name in self.config.scorers:
+                default = " (default)" if (mode, name) == (self.config.inference, self.config.scorers[0]) else ""
+                lines += [f"[{mode} {name}]{default} {line}" for line in describe(self.calibrations[mode][name])]
         return lines
+
+
+def module_graphs(autoencoder: SmallAutoEncoder, modes: Sequence[str]) -> dict[str, PatchGraph | DenseGraph]:
+    """The exported graphs of the inference `modes`, by graph name."""
+    make = {DENSE_GRAPH: DenseGraph, GRAPH: PatchGraph}
+    return {MODE_GRAPHS[mode]: make[MODE_GRAPHS[mode]](autoencoder).eval() for mode in modes}
 
 
 def load_frames(paths: Sequence[str | Path], size_px: int) -> np.ndarray:
@@ -144,6 +163,27 @@ def latent_codes(autoencoder: SmallAutoEncoder, patches: np.ndarray, batch_size:
     return torch.cat(codes).numpy().astype(np.float32)
 
 
+@torch.inference_mode()
+def dense_latent_codes(autoencoder: SmallAutoEncoder, frames: np.ndarray, count: int, rng: np.random.Generator, batch_size: int = 8) -> np.ndarray:
+    """`count` codes (count, 16 * 17 * 17) float32 of patches at random 4 px grid positions, read off the frames' dense latent grids.
+
+    Positions are those the dense support head can score: origins a multiple of 4 px, up to the one past the edge.
+    """
+    autoencoder.eval()
+    n, height, width, _ = frames.shape
+    which = rng.integers(0, n, count)
+    rows = rng.integers(0, -(-(height - PATCH_PX) // LATENT_STEP_PX) + 1, count)
+    cols = rng.integers(0, -(-(width - PATCH_PX) // LATENT_STEP_PX) + 1, count)
+    codes = np.empty((count, int(np.prod(LATENT_SHAPE))), dtype=np.float32)
+    dense = DenseGraph(autoencoder)
+    for start in range(0, n, batch_size):
+        latent = dense(torch.from_numpy(frames[start : start + batch_size]))[1].numpy()
+        for k in np.flatnonzero((which >= start) & (which < start + batch_size)):
+            r, c = rows[k], cols[k]
+            codes[k] = latent[which[k] - start, :, r : r + LATENT_PX, c : c + LATENT_PX].reshape(-1)
+    return codes
+
+
 def fit_small_ae(
     train_paths: Sequence[Path],
     config: SmallAEConfig,
@@ -181,24 +221,32 @@ def fit_small_ae(
     )
     autoencoder.cpu().eval()
     trained_at = time.perf_counter()
-    svm = None
+    svm = dense_svm = None
     if "support" in config.scorers:
         rng = np.random.default_rng([config.seed, 7919])  # its own stream: the SVM's sample does not depend on the epochs
         codes = latent_codes(autoencoder, random_patches(frames, config.svm_patches, rng, augment=False))
-        with progress("one-class SVM", 1) as advance:
+        dense = "dense" in config.inference_modes
+        with progress("one-class SVM", 2 if dense else 1) as advance:
             svm = fit_one_class_svm(codes, config.svm_nu)
             advance(1)
+            if dense:  # its own stream too: the patch SVM's sample is the one models before dense inference had
+                dense_codes = dense_latent_codes(autoencoder, frames, config.svm_patches, np.random.default_rng([config.seed, 7919, 4]))
+                dense_svm = fit_one_class_svm(dense_codes, config.svm_nu)
+                advance(1)
     fitted_at = time.perf_counter()
     trained = TrainedSmallAE(
         config=config, autoencoder=autoencoder, svm=svm, calibrations={}, losses=state.losses,
-        train_images=[str(p) for p in train_paths], holdout_images=[str(p) for p in holdout_paths],
+        train_images=[str(p) for p in train_paths], holdout_images=[str(p) for p in holdout_paths], dense_svm=dense_svm,
     )
-    # each scorer scored as deployed (the runtime's patches, head and maps) on held-out good images
+    # each scorer in each mode scored as deployed (the runtime's frames or patches, head and maps) on held-out good images
     manifest, members = to_artifact_parts(trained)
-    for name in config.scorers:
-        trained.calibrations[name] = calibrate_good_images(
-            scorer_manifest(manifest, name), members, trained.graphs, train_paths, holdout_paths, config, progress
-        )
+    graphs = trained.graphs
+    for mode in config.inference_modes:
+        seen = inference_manifest(manifest, mode)
+        trained.calibrations[mode] = {
+            name: calibrate_good_images(scorer_manifest(seen, name), members, graphs, train_paths, holdout_paths, config, progress)
+            for name in config.scorers
+        }
     trained.timings_s = {"training": trained_at - started, "svm": fitted_at - trained_at, "calibration": time.perf_counter() - fitted_at}
     return trained
 
@@ -211,17 +259,73 @@ def scorer_manifest(manifest: dict, name: str) -> dict:
     return manifest
 
 
+def mode_sections(cfg: SmallAEConfig, calibrations: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """Each inference mode's manifest section (runtime/inference.py): input, tiling, main graph, postprocess, calibrations."""
+    size = cfg.image_size_px
+    common = {
+        "color_order": "RGB",
+        "dtype": "uint8",
+        "layout": "NHWC",
+        # applied inside the exported graph: pixel / 255
+        "normalisation": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "inside_graph": True},
+    }
+    sections = {
+        # frames resized to size_px go through the dense graph whole; --tile cuts larger frames into tiles for it instead
+        "dense": {
+            "input": {"size_px": [size, size], **common},
+            "tiling": {"enabled": False, "patches": False, "tile_px": size, "stride_px": size},
+            "graph": DENSE_GRAPH,
+            "runtime": {"max_batch": DENSE_MAX_BATCH},
+            "heads": {"support": {"svm": DENSE_SVM_SECTION}},
+        },
+        # frames are resized to frame_px, then cut into size_px patches (tiling)
+        "patches": {
+            "input": {"size_px": [PATCH_PX, PATCH_PX], "frame_px": [size, size], **common},
+            "tiling": {"enabled": True, "patches": True, "tile_px": PATCH_PX, "stride_px": cfg.patch_stride_px},
+            "graph": GRAPH,
+            "runtime": {"max_batch": PATCH_MAX_BATCH},
+            "heads": {"support": {"svm": "svm"}},
+        },
+    }
+    return {
+        mode: {**sections[mode], "postprocess": {}, "calibrations": calibrations.get(mode, {})} for mode in cfg.inference_modes
+    }
+
+
+def graph_specs_of(cfg: SmallAEConfig) -> dict[str, dict]:
+    """The manifest's `graphs`: the dense graph (dynamic height and width in ONNX) and/or the patch graph."""
+    size, latent = cfg.image_size_px, dense_latent_px(cfg.image_size_px)
+    specs = {
+        DENSE_GRAPH: graph_spec(
+            DENSE_GRAPH,
+            {"frames": (("batch", size, size, 3), "uint8")},
+            {"error": (("batch", size, size), "float32"), "latent": (("batch", LATENT_CHANNELS, latent, latent), "float32")},
+            dynamic={"frames": {1: "height", 2: "width"}, "error": {1: "height", 2: "width"}, "latent": {2: "latent_height", 3: "latent_width"}},
+        ),
+        GRAPH: graph_spec(
+            GRAPH,
+            {"patches": (("batch", PATCH_PX, PATCH_PX, 3), "uint8")},
+            {"error": (("batch", PATCH_PX, PATCH_PX), "float32"), "latent": (("batch", *LATENT_SHAPE), "float32")},
+        ),
+    }
+    return {MODE_GRAPHS[mode]: specs[MODE_GRAPHS[mode]].to_dict() for mode in cfg.inference_modes}
+
+
 def to_artifact_parts(trained: TrainedSmallAE) -> tuple[dict, dict[str, bytes]]:
-    """The manifest and members of a freshly trained small-ae (engines are added by export)."""
+    """The manifest and members of a freshly trained small-ae (engines are added by export); the top level is the default mode."""
     from safetensors.torch import save
 
     cfg = trained.config
     state = {name: tensor.detach().contiguous() for name, tensor in trained.autoencoder.state_dict().items()}
+    modes = mode_sections(cfg, trained.calibrations)
+    top = modes[cfg.inference]
+    calibrations = trained.calibrations.get(cfg.inference, {})
     scorers = {}
     for name in cfg.scorers:
-        scorers[name] = {"head": {"name": name, "graph": GRAPH, "output": HEAD_OUTPUTS[name]}}
-        if name in trained.calibrations:
-            scorers[name]["postprocess"] = trained.calibrations[name]
+        head = {"name": name, "graph": top["graph"], "output": HEAD_OUTPUTS[name], "patch_stride_px": cfg.patch_stride_px}
+        scorers[name] = {"head": {**head, **top["heads"].get(name, {})}}
+        if name in calibrations:
+            scorers[name]["postprocess"] = calibrations[name]
     default = cfg.scorers[0]
     size = cfg.image_size_px
     manifest = {
@@ -229,36 +333,22 @@ def to_artifact_parts(trained: TrainedSmallAE) -> tuple[dict, dict[str, bytes]]:
         "created_by": f"edgead {__version__}",
         "method": METHOD,
         "config": cfg.to_dict(),
-        "input": {
-            "size_px": [PATCH_PX, PATCH_PX],
-            # frames are resized to frame_px, then cut into size_px patches (tiling below)
-            "frame_px": [size, size],
-            "color_order": "RGB",
-            "dtype": "uint8",
-            "layout": "NHWC",
-            # applied inside the exported graph: pixel / 255
-            "normalisation": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "inside_graph": True},
-        },
-        "tiling": {"enabled": True, "patches": True, "tile_px": PATCH_PX, "stride_px": cfg.patch_stride_px},
-        "graphs": {
-            GRAPH: graph_spec(
-                GRAPH,
-                {"patches": (("batch", PATCH_PX, PATCH_PX, 3), "uint8")},
-                {"error": (("batch", PATCH_PX, PATCH_PX), "float32"), "latent": (("batch", *LATENT_SHAPE), "float32")},
-            ).to_dict()
-        },
+        "input": top["input"],
+        "tiling": top["tiling"],
+        "inference": {"default": cfg.inference, "modes": modes},
+        "graphs": graph_specs_of(cfg),
         "head": scorers[default]["head"],
         "scorers": scorers,
         "postprocess": {
             "blur_sigma_px": cfg.blur_sigma_px,
             "score_quantile": cfg.score_quantile,
             "image_score": "max of map" if cfg.score_quantile is None else f"quantile {cfg.score_quantile} of map",
-            # the patches' maps are accumulated into the frame's map (overlaps averaged), then smoothed once
+            # the patches' (tiles') maps are accumulated into the frame's map (overlaps averaged), then smoothed once
             "smooth": "frame",
             "image_threshold": float("inf"),  # replaced by the default scorer's calibration
-            **trained.calibrations.get(default, {}),
+            **calibrations.get(default, {}),
         },
-        "runtime": {"max_batch": 256},  # patches are small: large engine batches
+        "runtime": top["runtime"],
         "weights": {"member": WEIGHTS_MEMBER, "format": "safetensors"},
         "training": {
             "images_dir": os.path.commonpath([str(Path(p).resolve().parent) for p in trained.train_images + trained.holdout_images]),
@@ -273,21 +363,23 @@ def to_artifact_parts(trained: TrainedSmallAE) -> tuple[dict, dict[str, bytes]]:
         "engines": [],
     }
     members = {WEIGHTS_MEMBER: save(state)}
-    if trained.svm is not None:
-        svm = trained.svm
-        manifest["svm"] = {
+    for key, svm, prefix in (("svm", trained.svm, ""), (DENSE_SVM_SECTION, trained.dense_svm, "dense_")):
+        if svm is None:
+            continue
+        manifest[key] = {
             "kernel": "rbf",
-            "support_vectors": {"member": SVM_VECTORS_MEMBER, "dtype": "float32"},
-            "dual_coef": {"member": SVM_COEF_MEMBER, "dtype": "float64"},
+            "support_vectors": {"member": prefix + SVM_VECTORS_MEMBER, "dtype": "float32"},
+            "dual_coef": {"member": prefix + SVM_COEF_MEMBER, "dtype": "float64"},
             "gamma": svm.gamma,
             "offset": svm.offset,
             "count": int(svm.support_vectors.shape[0]),
             "dim": int(svm.support_vectors.shape[1]),
             "nu": svm.nu,
             "fitted_on": svm.samples,
+            "codes": "dense latent grids" if prefix else "patches",
         }
-        members[SVM_VECTORS_MEMBER] = npy_bytes(svm.support_vectors)
-        members[SVM_COEF_MEMBER] = npy_bytes(svm.dual_coef)
+        members[prefix + SVM_VECTORS_MEMBER] = npy_bytes(svm.support_vectors)
+        members[prefix + SVM_COEF_MEMBER] = npy_bytes(svm.dual_coef)
     return manifest, members
 
 
@@ -301,7 +393,7 @@ def load_autoencoder(artifact: Artifact) -> SmallAutoEncoder:
 
 
 class SmallAEDetector:
-    """The small patch auto-encoder in the detector registry: one `patch` graph, `reconstruction` and `support` heads."""
+    """The small patch auto-encoder in the detector registry: `dense` and `patch` graphs, `reconstruction` and `support` heads."""
 
     name = METHOD
     config_class = SmallAEConfig
@@ -317,8 +409,10 @@ class SmallAEDetector:
             raise ConfigError("--weights does not apply to --method small-ae: it trains from scratch; leave it out")
         return fit_small_ae(train_paths, config, progress=progress, device=device, checkpoint=checkpoint, resume=resume)
 
-    def load_graphs(self, artifact: Artifact) -> dict[str, PatchGraph]:
-        return {GRAPH: PatchGraph(load_autoencoder(artifact)).eval()}
+    def load_graphs(self, artifact: Artifact) -> dict[str, PatchGraph | DenseGraph]:
+        """The graphs the manifest lists (models before dense inference: the patch graph alone)."""
+        modes = [mode for mode, graph in MODE_GRAPHS.items() if graph in artifact.manifest["graphs"]]
+        return module_graphs(load_autoencoder(artifact), modes)
 
 
 DETECTOR = SmallAEDetector()

@@ -16,6 +16,7 @@ from edgead.runtime.backends.base import Backend, open_backend
 from edgead.runtime.calibration import choose_threshold
 from edgead.runtime.framecheck import FrameCheck, ImageGeometry
 from edgead.runtime.heads import Head, open_head, with_scorer
+from edgead.runtime.inference import with_inference
 from edgead.runtime.postprocess import UPSAMPLING, anomaly_maps, image_scores, smooth
 from edgead.runtime.preprocess import check_rgb, resize_to_input, stack_batch
 from edgead.runtime.scheduler import PatchScheduler, make_slots
@@ -149,6 +150,7 @@ class Predictor:
         scorer: str | None = None,
         head_options: Mapping[str, Any] | None = None,
         trust_code: bool = False,
+        inference: str | None = None,
     ) -> None:
         """`backend`: a name (or None for the ladder) for every graph; or opened Backends to use as they are:
         one for the main graph, or a mapping from graph name to Backend covering every graph.
@@ -161,8 +163,9 @@ class Predictor:
         `scorer`: one of the scoring heads the model stores, instead of its default (with that head's calibration).
         `head_options`: run-time options of the scoring head (e.g. {"restoration": "exact"}); None values are not given.
         `trust_code`: the model may run code (TorchScript engines); without it only a model with a verified signature may.
+        `inference`: one of the inference modes the model stores (small-ae: dense or patches), instead of its default.
         """
-        artifact = with_scorer(artifact, scorer)
+        artifact = with_scorer(with_inference(artifact, inference), scorer)
         manifest = artifact.manifest
         self.artifact = artifact
         self.graphs = graph_specs(manifest, str(artifact.path))

@@ -17,6 +17,7 @@ from edgead.kit.small_ae_detector import DETECTOR, latent_codes, load_frames, ra
 from edgead.runtime.datasets import open_dataset
 from edgead.runtime.heads import with_scorer
 from edgead.runtime.images import read_image
+from edgead.runtime.inference import inference_manifest
 from edgead.runtime.predictor import Predictor
 
 TINY = dict(image_size_px=96, patch_stride_px=16, epochs=1, patches_per_epoch=64, batch_size=32, svm_patches=60, holdout_fraction=0.25)
@@ -37,11 +38,12 @@ def test_artifact_holds_the_patch_graph_both_scorers_and_the_svm(small_ae):
     manifest = read_artifact(path).manifest
     assert manifest["method"] == "small-ae" and manifest["head"]["name"] == "reconstruction"
     assert set(manifest["scorers"]) == {"reconstruction", "support"}
-    assert manifest["input"]["size_px"] == [63, 63] and manifest["tiling"] == {"enabled": True, "patches": True, "tile_px": 63, "stride_px": 16}
+    patches = inference_manifest(manifest, "patches")  # stride-based patches (dense is the default: test_small_ae_dense.py)
+    assert patches["input"]["size_px"] == [63, 63] and patches["tiling"] == {"enabled": True, "patches": True, "tile_px": 63, "stride_px": 16}
     assert manifest["training"]["patches_per_frame"] == 16 and 1_000 < manifest["training"]["parameters"] < 50_000
     assert manifest["svm"]["dim"] == 16 * 17 * 17 and manifest["svm"]["count"] == trained.svm.support_vectors.shape[0]
-    for scorer in ("reconstruction", "support"):
-        post = manifest["scorers"][scorer]["postprocess"]
+    for scorer, view in [(s, v) for s in ("reconstruction", "support") for v in (manifest, patches)]:
+        post = view["scorers"][scorer]["postprocess"]
         assert np.isfinite(post["image_threshold"])
         # the threshold is set for the false-alarm rate from the held-out images' scores (no refit per fold)
         calibration = post["calibration"]
@@ -53,7 +55,7 @@ def test_artifact_holds_the_patch_graph_both_scorers_and_the_svm(small_ae):
 def test_exported_patch_graph_matches_the_eager_one(small_ae):
     _, path = small_ae
     engines = read_artifact(path).manifest["engines"]
-    assert {(e["graph"], e["format"]) for e in engines} == {("patch", "onnx"), ("patch", "torchscript")}
+    assert {(e["graph"], e["format"]) for e in engines} == {(g, f) for g in ("patch", "dense") for f in ("onnx", "torchscript")}
     for entry in engines:
         assert entry["parity"]["max_rel_output_diff"] < 1e-4 and entry["parity"]["max_rel_score_diff"] < 1e-4
         assert entry["parity"]["images"] >= 1
@@ -64,9 +66,9 @@ def test_onnx_engine_scores_frames_as_the_eager_modules(small_ae, tiny_data_root
     trained, path = small_ae
     artifact = read_artifact(path)
     images = [read_image(s.path) for s in open_dataset(tiny_data_root).test[:3]]
-    with Predictor(artifact, eager_backends(artifact, trained.graphs), scorer=scorer) as eager:
+    with Predictor(artifact, eager_backends(artifact, trained.graphs), scorer=scorer, inference="patches") as eager:
         want = eager.predict(images)
-    with Predictor(artifact, "onnxruntime", scorer=scorer, max_batch=5) as engine:  # many small batches through the scheduler
+    with Predictor(artifact, "onnxruntime", scorer=scorer, max_batch=5, inference="patches") as engine:  # many small batches through the scheduler
         got = engine.predict(images)
         assert engine.scoring_head.name == scorer
     for w, g in zip(want, got):
@@ -85,7 +87,7 @@ def test_support_head_scores_the_latent_codes_like_scikit_learn(small_ae, tiny_d
     reference = OneClassSVM(kernel="rbf", gamma=trained.svm.gamma, nu=trained.svm.nu).fit(fitted_on.astype(np.float64))
     test_frames = load_frames([s.path for s in open_dataset(tiny_data_root).test[:4]], trained.config.image_size_px)
     codes = latent_codes(trained.autoencoder, random_patches(test_frames, 30, np.random.default_rng(3), augment=False))
-    with Predictor(read_artifact(path), "onnxruntime", scorer="support") as predictor:
+    with Predictor(read_artifact(path), "onnxruntime", scorer="support", inference="patches") as predictor:
         got = predictor.head({"error": np.zeros((30, 63, 63), np.float32), "latent": codes.reshape(30, 16, 17, 17)})
     want = -reference.decision_function(codes.astype(np.float64))
     assert got.shape == (30, 1, 1)
@@ -108,20 +110,20 @@ def test_cli_eval_bench_and_bad_input(small_ae, tiny_data_root, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)
     assert "support" in metrics["backend"] and 0 <= metrics["aupro_0.3"] <= 1
-    result = runner.invoke(main, ["bench", "--model", str(path), "--iterations", "2", "--warmup", "1"])
+    result = runner.invoke(main, ["bench", "--model", str(path), "--inference", "patches", "--iterations", "2", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     assert "16 per image" in result.output
     good = tiny_data_root / "test" / "good"
     result = runner.invoke(main, ["run", "--images", str(good), "--model", str(path), "--headless", "--max-frames", "2", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["frames"] == 2
-    result = runner.invoke(main, ["eval", str(tiny_data_root), "--model", str(path), "--stride", "64", "-q"])
+    result = runner.invoke(main, ["eval", str(tiny_data_root), "--model", str(path), "--inference", "patches", "--stride", "64", "-q"])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "between 1 and the tile size 63" in result.output
     small = tmp_path / "small.png"
     import cv2
 
     cv2.imwrite(str(small), np.zeros((40, 90, 3), np.uint8))
-    result = runner.invoke(main, ["predict", str(small), "--model", str(path), "--out", str(tmp_path / "p"), "-q"])
+    result = runner.invoke(main, ["predict", str(small), "--model", str(path), "--inference", "patches", "--out", str(tmp_path / "p"), "-q"])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "smaller than one 63 px patch" in result.output
     result = runner.invoke(main, ["train", str(tiny_data_root), "--method", "small-ae", "--patch-stride", "64", "--out", str(tmp_path / "x.edgead")])
     assert result.exit_code == 2 and "--patch-stride 64 px must be between 1 and the 63 px patch" in result.output
