@@ -366,24 +366,48 @@ def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int
     return (low, opt, high)
 
 
+def triton_export_options(command):
+    """--max-batch, --instances, --python-only, --model-name: the Triton repository's settings (--format triton only)."""
+    command = click.option("--model-name", default=None, help="--format triton: the served model's name (default: the model file's name without .edgead).")(command)
+    command = click.option("--python-only", is_flag=True, help="--format triton: one Python-backend model runs the whole path with edgead's runtime (ONNX Runtime inside), for servers without the ONNX Runtime backend.")(command)
+    command = click.option("--instances", type=click.IntRange(min=1), default=None, help="--format triton: model instances per model (default 1).")(command)
+    return click.option("--max-batch", type=click.IntRange(min=1), default=None, help="--format triton: max_batch_size of every model, the dynamic batcher's largest batch (default 8).")(command)
+
+
 @main.command()
 @model_option
 @click.option("--engine", "precision", type=click.Choice(["fp32", "fp16", "int8"]), required=True, help="Precision of the engines.")
-@click.option("--format", "format_name", type=click.Choice(["tensorrt", "onnx", "torchscript", "all"]), default=None, help="Default: the best this machine can build (TensorRT where present, else ONNX and TorchScript).")
+@click.option("--format", "format_name", type=click.Choice(["tensorrt", "onnx", "torchscript", "all", "triton"]), default=None, help="Default: the best this machine can build (TensorRT where present, else ONNX and TorchScript); triton: a Triton Inference Server model repository in --out.")
 @click.option("--batch", type=int, default=None, help="Fixed batch size of the TensorRT profile.")
 @click.option("--batch-range", default=None, help="TensorRT optimisation profile MIN:OPT:MAX (default 1:8:32).")
 @click.option("--calib", "calib_dir", type=click.Path(file_okay=False), default=None, help="Good images for INT8 calibration (default: the training images).")
 @click.option("--workspace-mb", type=int, default=1024, show_default=True, help="TensorRT builder workspace.")
 @click.option("--check", "check_dir", type=click.Path(file_okay=False), default=None, help="Also compare image AUROC per format on this labelled dataset.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Engine, timing and calibration caches (default ~/.cache/edgead).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the model with its engines here (default: update --model in place, atomically).")
+@click.option("--out", type=click.Path(), default=None, help="Write the model with its engines here (default: update --model in place, atomically); --format triton: the repository folder.")
 @click.option("--int8-calibrator", is_flag=True, help="TensorRT 10 only: INT8 by TensorRT's entropy calibrator instead of the Q/DQ graph.")
-def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator):
+@triton_export_options
+def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator,
+           max_batch, instances, python_only, model_name):
     """Build engines (TensorRT, ONNX, TorchScript) into the model and check each against the eager model."""
     import os
 
     from edgead.export.stage import export_model
     from edgead.workspace import resolve_model
+
+    if format_name == "triton":
+        foreign = [flag for flag, value in (("--batch", batch), ("--batch-range", batch_range), ("--calib", calib_dir), ("--check", check_dir),
+                                            ("--cache-dir", cache_dir), ("--int8-calibrator", int8_calibrator),
+                                            ("--workspace-mb", workspace_mb != 1024)) if value]
+        if foreign:
+            raise ConfigError(f"{', '.join(foreign)} do not apply to --format triton (it packs the engines the model holds); "
+                              "build those first with `edgead export --engine ... --format onnx|tensorrt`, then export to Triton")
+        return _export_triton(model, precision, out, max_batch, instances, python_only, model_name)
+    given = [flag for flag, value in (("--max-batch", max_batch), ("--instances", instances), ("--python-only", python_only), ("--model-name", model_name)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply to --format triton only; leave them out or add --format triton --out REPO")
+    if out and Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the model file to write, e.g. --out model.edgead")
 
     if workspace_mb < 16:
         raise ConfigError(f"--workspace-mb {workspace_mb} is too small; give at least 16 (default 1024)")
@@ -415,6 +439,24 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     for problem in result.problems:
         click.echo(f"WARNING: {problem}", err=True)
     click.echo(f"wrote {result.path}")
+
+
+def _export_triton(model, precision, out, max_batch, instances, python_only, model_name) -> None:
+    """`export --format triton`: the model repository (the other export options were refused by the caller's context)."""
+    from edgead.artifact import read_artifact
+    from edgead.export.triton import TritonOptions, write_triton_repository
+    from edgead.workspace import resolve_model
+
+    if not out:
+        raise ConfigError("--format triton needs --out REPO: the folder of the Triton model repository (created if needed)")
+    options = TritonOptions(precision, max_batch or 8, instances or 1, python_only, model_name)
+    result = write_triton_repository(read_artifact(resolve_model(model)), Path(out), options)
+    for name, kind in result.models.items():
+        click.echo(f"  {name:32s} {kind}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {result.repository}: serve it with `tritonserver --model-repository {result.repository}`, "
+               f"then `edgead run ... --triton HOST:8001 --model-name {result.name}`")
 
 
 @main.command()
