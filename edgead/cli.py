@@ -527,7 +527,10 @@ def enroll(inputs, model, backend, device, out, quiet):
 @click.option("--drift-window", "drift_frames", type=click.IntRange(min=0), default=100, show_default=True,
               help="Frames whose median score is compared with the good calibration to detect drift (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json):
+@click.option("--triton", "triton_url", default=None, help="Score on this Triton server (HOST:PORT of its gRPC port) instead of in this process.")
+@click.option("--model-name", "triton_model", default=None, help="With --triton: the served model (the name `edgead export --format triton` printed).")
+@click.pass_context
+def run(ctx, uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json, triton_url, triton_model):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import signal
     from contextlib import ExitStack
@@ -546,7 +549,10 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes))
+        if triton_url or triton_model:
+            predictor = stack.enter_context(_open_triton(ctx, triton_url, triton_model, threshold, false_alarm_rate))
+        else:
+            predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:
@@ -571,6 +577,28 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
     for label, path in (("events", events), ("video", save_video), ("anomalous frames", save_anomalies)):
         if path:
             click.echo(f"{label}: {path}", err=as_json)
+
+
+# what the server decides with --triton: the engines, their device and precision, tiling, the head's options
+TRITON_SERVER_SIDE = ("model", "backend", "device", "precision", "tile", "stride", "streams", "scorer", "restoration", "eta", "passes")
+
+
+def _open_triton(ctx: click.Context, url: str | None, name: str | None, threshold, false_alarm_rate):
+    """`run --triton URL --model-name NAME`: a TritonPredictor; options the server decides are refused, not ignored."""
+    from click.core import ParameterSource
+
+    from edgead.runtime.triton_client import TritonPredictor
+
+    if not url or not name:
+        raise ConfigError("give both --triton HOST:PORT and --model-name NAME to score on a Triton server")
+    if threshold is not None and false_alarm_rate is not None:
+        raise ConfigError("give --threshold or --false-alarm-rate, not both")
+    given = [p for p in TRITON_SERVER_SIDE if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        spelled = ", ".join("--" + p.replace("_", "-") for p in given)
+        raise ConfigError(f"{spelled} do not apply with --triton: the server runs the repository's engines as exported; leave them out "
+                          "(or export the repository again with what you want)")
+    return TritonPredictor(url, name, threshold, false_alarm_rate)
 
 
 @main.command()

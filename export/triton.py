@@ -158,7 +158,7 @@ def result_outputs(manifest: dict[str, Any]) -> list[str]:
     return [_tensor(SCORE, "float32", [1]), _tensor(ANOMALOUS, "bool", [1]), _tensor(ANOMALY_MAP, "float32", map_dims(manifest))]
 
 
-def graph_config(name: str, spec: GraphSpec, platform: str, options: TritonOptions, source: str) -> str:
+def graph_config(name: str, spec: GraphSpec, platform: str, options: TritonOptions, source: str, parameters: dict[str, str]) -> str:
     """config.pbtxt of one exported graph: its real tensor names, dtypes and dims, batching, instances, accelerators."""
     inputs = [_tensor(t.name, t.dtype, tensor_dims(t, spec.name, source)) for t in spec.inputs]
     outputs = [_tensor(t.name, t.dtype, tensor_dims(t, spec.name, source)) for t in spec.outputs]
@@ -182,7 +182,7 @@ def graph_config(name: str, spec: GraphSpec, platform: str, options: TritonOptio
             '  parameters { key: "trt_engine_cache_path" value: "/tmp/edgead-triton-trt-cache" }',
             "} ] } }",
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _parameters(parameters)) + "\n"
 
 
 def python_config(name: str, inputs: list[str], outputs: list[str], options: TritonOptions, parameters: dict[str, str], kind: str = "KIND_CPU") -> str:
@@ -265,7 +265,7 @@ def write_triton_repository(artifact: Artifact, out: Path, options: TritonOption
                 result.models[graph_name] = "python (ONNX Runtime)"
                 continue
             filename, data = _engine_file(artifact, entry, platform)
-            folders[graph_name] = {"config.pbtxt": graph_config(graph_name, spec, platform, options, source).encode(), f"1/{filename}": data}
+            folders[graph_name] = {"config.pbtxt": graph_config(graph_name, spec, platform, options, source, {"edgead_part_of": name}).encode(), f"1/{filename}": data}
             result.models[graph_name] = platform
             if platform == "tensorrt_plan":
                 result.notes.append(

@@ -113,22 +113,29 @@ class BLSBackend(Backend):
 
     name = "triton-bls"
 
-    def __init__(self, artifact: Artifact, engine: dict[str, Any], graph: str, model: str, pb: Any) -> None:
+    def __init__(self, artifact: Artifact, engine: dict[str, Any], graph: str, model: str, pb: Any, max_batch: int) -> None:
         super().__init__(artifact, engine, "cpu")
         spec = graph_specs(artifact.manifest, str(artifact.path))[graph]
-        self.spec, self.model, self.pb = spec, model, pb
+        self.spec, self.model, self.pb, self.max_batch = spec, model, pb, max_batch
         self.dtypes = [np.dtype(t.dtype) for t in spec.inputs]
 
     def infer(self, *inputs: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Inputs in the graph's order, (N, ...) each -> its outputs; in requests of at most the graph model's max batch
+        (a head may hand more at once: the restoration head decodes originals and restorations together)."""
         if len(inputs) != len(self.spec.inputs):
             raise DataError(f"{self.model} takes {len(self.spec.inputs)} inputs, not {len(inputs)}")
-        tensors = [self.pb.Tensor.from_dlpack(t.name, np.ascontiguousarray(np.asarray(a), dtype=d)) for t, a, d in zip(self.spec.inputs, inputs, self.dtypes)]
+        arrays = [np.ascontiguousarray(np.asarray(a), dtype=d) for a, d in zip(inputs, self.dtypes)]
+        parts = [self._request([a[s : s + self.max_batch] for a in arrays]) for s in range(0, len(arrays[0]), self.max_batch)]
+        outputs = [np.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in range(len(self.spec.outputs))]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _request(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        tensors = [self.pb.Tensor.from_dlpack(t.name, np.ascontiguousarray(a)) for t, a in zip(self.spec.inputs, arrays)]
         request = self.pb.InferenceRequest(model_name=self.model, requested_output_names=self.spec.output_names, inputs=tensors)
         response = request.exec()
         if response.has_error():
             raise BackendError(f"{self.model}: {response.error().message()}")
-        arrays = [np.array(np.from_dlpack(self.pb.get_output_tensor_by_name(response, name))) for name in self.spec.output_names]
-        return arrays[0] if len(arrays) == 1 else tuple(arrays)
+        return [np.array(np.from_dlpack(self.pb.get_output_tensor_by_name(response, name))) for name in self.spec.output_names]
 
     def describe(self) -> str:
         return f"{self.model} (Triton BLS)"
@@ -145,7 +152,7 @@ def open_served(params: Mapping[str, str], artifact: Artifact, max_batch: int, p
         return GraphModel(artifact, params["edgead_graph"], precision)
     if role == "bls":
         models = json.loads(params["edgead_graph_models"])
-        backends = {graph: BLSBackend(artifact, served_engine(artifact, graph, precision), graph, model, pb) for graph, model in models.items()}
+        backends = {graph: BLSBackend(artifact, served_engine(artifact, graph, precision), graph, model, pb, max_batch) for graph, model in models.items()}
         return PipelineModel(artifact, precision, max_batch, backends)
     raise BackendError(f"edgead_role {role!r} is not one this edgead serves (pipeline, bls, head, graph): re-export the repository")
 
