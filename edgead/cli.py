@@ -369,6 +369,7 @@ def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int
 def triton_export_options(command):
     """--max-batch, --instances, --python-only, --model-name: the Triton repository's settings (--format triton only)."""
     command = click.option("--model-name", default=None, help="--format triton: the served model's name (default: the model file's name without .edgead).")(command)
+    command = click.option("--no-dynamic-batching", "no_dynamic_batching", is_flag=True, help="--format triton: no dynamic batcher (each request runs alone).")(command)
     command = click.option("--python-only", is_flag=True, help="--format triton: one Python-backend model runs the whole path with edgead's runtime (ONNX Runtime inside), for servers without the ONNX Runtime backend.")(command)
     command = click.option("--instances", type=click.IntRange(min=1), default=None, help="--format triton: model instances per model (default 1).")(command)
     return click.option("--max-batch", type=click.IntRange(min=1), default=None, help="--format triton: max_batch_size of every model, the dynamic batcher's largest batch (default 8).")(command)
@@ -388,7 +389,7 @@ def triton_export_options(command):
 @click.option("--int8-calibrator", is_flag=True, help="TensorRT 10 only: INT8 by TensorRT's entropy calibrator instead of the Q/DQ graph.")
 @triton_export_options
 def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator,
-           max_batch, instances, python_only, model_name):
+           max_batch, instances, python_only, model_name, no_dynamic_batching):
     """Build engines (TensorRT, ONNX, TorchScript) into the model and check each against the eager model."""
     import os
 
@@ -402,8 +403,9 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
         if foreign:
             raise ConfigError(f"{', '.join(foreign)} do not apply to --format triton (it packs the engines the model holds); "
                               "build those first with `edgead export --engine ... --format onnx|tensorrt`, then export to Triton")
-        return _export_triton(model, precision, out, max_batch, instances, python_only, model_name)
-    given = [flag for flag, value in (("--max-batch", max_batch), ("--instances", instances), ("--python-only", python_only), ("--model-name", model_name)) if value]
+        return _export_triton(model, precision, out, max_batch, instances, python_only, model_name, no_dynamic_batching)
+    given = [flag for flag, value in (("--max-batch", max_batch), ("--instances", instances), ("--python-only", python_only), ("--model-name", model_name),
+                                      ("--no-dynamic-batching", no_dynamic_batching)) if value]
     if given:
         raise ConfigError(f"{', '.join(given)} apply to --format triton only; leave them out or add --format triton --out REPO")
     if out and Path(out).is_dir():
@@ -441,7 +443,7 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     click.echo(f"wrote {result.path}")
 
 
-def _export_triton(model, precision, out, max_batch, instances, python_only, model_name) -> None:
+def _export_triton(model, precision, out, max_batch, instances, python_only, model_name, no_dynamic_batching) -> None:
     """`export --format triton`: the model repository (the other export options were refused by the caller's context)."""
     from edgead.artifact import read_artifact
     from edgead.export.triton import TritonOptions, write_triton_repository
@@ -449,7 +451,7 @@ def _export_triton(model, precision, out, max_batch, instances, python_only, mod
 
     if not out:
         raise ConfigError("--format triton needs --out REPO: the folder of the Triton model repository (created if needed)")
-    options = TritonOptions(precision, max_batch or 8, instances or 1, python_only, model_name)
+    options = TritonOptions(precision, max_batch or 8, instances or 1, python_only, model_name, not no_dynamic_batching)
     result = write_triton_repository(read_artifact(resolve_model(model)), Path(out), options)
     for name, kind in result.models.items():
         click.echo(f"  {name:32s} {kind}")

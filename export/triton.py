@@ -49,6 +49,7 @@ class TritonOptions:
     instances: int = 1
     python_only: bool = False
     name: str | None = None  # default: the model file's stem
+    dynamic_batching: bool = True  # off: each request runs alone (to measure what the batcher brings)
     # graphs as Python-backend models running ONNX Runtime (the ensemble and BLS layouts on a server without the
     # ONNX Runtime backend, as the one bundled in nvidia-pytriton): for tests, not a CLI option
     graphs_in_python: bool = False
@@ -150,8 +151,8 @@ def _io(inputs: list[str], outputs: list[str]) -> list[str]:
 
 
 def _scheduling(options: TritonOptions, kind: str) -> list[str]:
-    return [f"dynamic_batching {{ max_queue_delay_microseconds: {1000 if options.max_batch > 1 else 0} }}",
-            f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]"]
+    batching = [f"dynamic_batching {{ max_queue_delay_microseconds: {1000 if options.max_batch > 1 else 0} }}"] if options.dynamic_batching else []
+    return batching + [f"instance_group [ {{ count: {options.instances} kind: {kind} }} ]"]
 
 
 def result_outputs(manifest: dict[str, Any]) -> list[str]:
@@ -238,7 +239,8 @@ def write_triton_repository(artifact: Artifact, out: Path, options: TritonOption
         raise ConfigError(f"--out {out} is a file; a Triton model repository is a folder: give a folder (created if needed)")
     engines = {graph: graph_engine(artifact, graph, options) for graph in specs}
     result = TritonResult(out, name, layout)
-    common = {"edgead_model": MODEL_FILE, "edgead_part_of": name, "edgead_precision": options.precision}
+    common = {"edgead_model": MODEL_FILE, "edgead_part_of": name, "edgead_precision": options.precision,
+              "edgead_dynamic_batching": "on" if options.dynamic_batching else "off"}
     info = client_info(artifact, engines[main_graph][0], layout)
     client = {CLIENT_PARAMETER: json.dumps(info, sort_keys=True, separators=(",", ":"))}
     folders: dict[str, dict[str, bytes]] = {}  # model folder -> relative path -> bytes
@@ -265,7 +267,7 @@ def write_triton_repository(artifact: Artifact, out: Path, options: TritonOption
                 result.models[graph_name] = "python (ONNX Runtime)"
                 continue
             filename, data = _engine_file(artifact, entry, platform)
-            folders[graph_name] = {"config.pbtxt": graph_config(graph_name, spec, platform, options, source, {"edgead_part_of": name}).encode(), f"1/{filename}": data}
+            folders[graph_name] = {"config.pbtxt": graph_config(graph_name, spec, platform, options, source, {"edgead_part_of": name, "edgead_dynamic_batching": common["edgead_dynamic_batching"]}).encode(), f"1/{filename}": data}
             result.models[graph_name] = platform
             if platform == "tensorrt_plan":
                 result.notes.append(

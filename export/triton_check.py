@@ -71,7 +71,8 @@ def check_repository(repository: Path, artifact: Artifact, name: str) -> dict[st
         _expect(config.name == model, path, f"name {config.name!r} is not its folder's name {model!r}")
         _expect(config.max_batch_size == batch, path, f"max_batch_size {config.max_batch_size}, the end-to-end model has {batch}")
         if config.platform != "ensemble":
-            _expect(config.HasField("dynamic_batching"), path, "has no dynamic_batching")
+            batching = params.get("edgead_dynamic_batching", "on") == "on"
+            _expect(config.HasField("dynamic_batching") == batching, path, f"dynamic_batching should be {'on' if batching else 'off'}")
             _expect(len(config.instance_group) == 1 and config.instance_group[0].count >= 1, path, "needs one instance_group with count >= 1")
         _check_files(repository / model, config, path)
         role = {k: v.string_value for k, v in config.parameters.items()}

@@ -136,3 +136,12 @@ def test_triton_options_without_format_triton_are_refused(tiny_trained, tmp_path
     shutil.copy(tiny_trained[1], model)
     result = CliRunner().invoke(main, ["export", "--model", str(model), "--engine", "fp32", "--format", "onnx", "--max-batch", "4"])
     assert result.exit_code == 2 and "--max-batch apply to --format triton only" in result.output
+
+
+def test_no_dynamic_batching_leaves_the_batcher_out_of_every_model(tiny_trained, tmp_path):
+    result = export(tiny_trained[1], tmp_path / "repo", "--model-name", "pc", "--no-dynamic-batching")
+    assert result.exit_code == 0, result.output
+    configs = [parse(p) for p in (tmp_path / "repo").glob("*/config.pbtxt")]
+    assert len(configs) == 3 and not any(c.HasField("dynamic_batching") for c in configs)
+    assert export(tiny_trained[1], tmp_path / "repo", "--model-name", "pc").exit_code == 0
+    assert all(parse(p).HasField("dynamic_batching") for p in (tmp_path / "repo").glob("pc_*/config.pbtxt"))
