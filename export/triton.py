@@ -163,14 +163,11 @@ def graph_config(name: str, spec: GraphSpec, platform: str, options: TritonOptio
     """config.pbtxt of one exported graph: its real tensor names, dtypes and dims, batching, instances, accelerators."""
     inputs = [_tensor(t.name, t.dtype, tensor_dims(t, spec.name, source)) for t in spec.inputs]
     outputs = [_tensor(t.name, t.dtype, tensor_dims(t, spec.name, source)) for t in spec.outputs]
-    lines = [f"name: {_quote(name)}"]
-    if platform == "python":
-        lines += ['backend: "python"']
-    else:
-        lines += [f"platform: {_quote(platform)}", f"default_model_filename: {_quote('model.plan' if platform == 'tensorrt_plan' else 'model.onnx')}"]
+    lines = [f"name: {_quote(name)}", f"platform: {_quote(platform)}",
+             f"default_model_filename: {_quote('model.plan' if platform == 'tensorrt_plan' else 'model.onnx')}"]
     lines += [f"max_batch_size: {options.max_batch}"] + _io(inputs, outputs)
     # TensorRT plans need the GPU; the CPU INT8 graph (uint8 activations) stays on the CPU; the rest where Triton finds best
-    kind = "KIND_GPU" if platform == "tensorrt_plan" else "KIND_CPU" if options.precision == "int8" or platform == "python" else "KIND_AUTO"
+    kind = "KIND_GPU" if platform == "tensorrt_plan" else "KIND_CPU" if options.precision == "int8" else "KIND_AUTO"
     lines += _scheduling(options, kind)
     if platform == "onnxruntime_onnx" and options.precision != "int8":
         mode = "FP16" if options.precision == "fp16" else "FP32"

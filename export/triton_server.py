@@ -158,3 +158,29 @@ class LocalTritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edgead.export.triton_server REPO`: serve REPO on 127.0.0.1 until Ctrl-C (gRPC port printed)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m edgead.export.triton_server", description=main.__doc__)
+    parser.add_argument("repository")
+    parser.add_argument("--startup-s", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    try:
+        with LocalTritonServer(args.repository, startup_s=args.startup_s) as server:
+            print(f"serving {args.repository} on {server.grpc_url} (gRPC); log {server.log_path}; Ctrl-C stops", flush=True)
+            while server.process.poll() is None:
+                time.sleep(1.0)
+            print(f"error: tritonserver exited with status {server.process.returncode}: {server.log_tail()}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        return 0
+    except EdgeADError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
