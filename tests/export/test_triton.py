@@ -36,9 +36,10 @@ def export(model, out, *extra):
 
 
 @pytest.mark.parametrize("python_only", [False, True], ids=["engines", "python-only"])
-@pytest.mark.parametrize("which", ["patchcore", "vq-restore"])
-def test_every_config_matches_the_manifest(which, python_only, tiny_trained, tiny_vq_model, tmp_path):
-    path = tiny_trained[1] if which == "patchcore" else tiny_vq_model
+@pytest.mark.parametrize("which", ["patchcore", "vq-restore", "small-ae"])
+def test_every_config_matches_the_manifest(which, python_only, request, tmp_path):
+    path = {"patchcore": lambda: request.getfixturevalue("tiny_trained")[1], "vq-restore": lambda: request.getfixturevalue("tiny_vq_model"),
+            "small-ae": lambda: request.getfixturevalue("tiny_small_ae_model")}[which]()
     artifact = read_artifact(path)
     manifest = artifact.manifest
     specs = graph_specs(manifest)
@@ -53,7 +54,7 @@ def test_every_config_matches_the_manifest(which, python_only, tiny_trained, tin
     elif which == "patchcore":
         assert set(configs) == {"m", "m_head", *graphs}
     else:
-        assert set(configs) == {"m", *graphs}  # BLS: the restoration head calls encoder, prior and decoder itself
+        assert set(configs) == {"m", *graphs}  # BLS: restoration calls encoder, prior and decoder itself; small-ae cuts patches
     for name, config in configs.items():
         assert config.name == name
         assert config.max_batch_size == 4
@@ -70,7 +71,7 @@ def test_every_config_matches_the_manifest(which, python_only, tiny_trained, tin
         accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
         assert [a.name for a in accelerators] == ["tensorrt"] and accelerators[0].parameters["precision_mode"] == "FP32"
     top = configs["m"]
-    size = manifest["input"]["size_px"]
+    size = manifest["input"].get("frame_px") or manifest["input"]["size_px"]  # small-ae: frames of frame_px, cut into patches
     assert tensors(top, "input") == [("FRAMES", "TYPE_UINT8", [size[0], size[1], 3])]
     assert tensors(top, "output") == [("SCORE", "TYPE_FP32", [1]), ("ANOMALOUS", "TYPE_BOOL", [1]), ("ANOMALY_MAP", "TYPE_FP32", list(size))]
     client = json.loads(top.parameters["edgead_client"].string_value)
@@ -145,3 +146,36 @@ def test_no_dynamic_batching_leaves_the_batcher_out_of_every_model(tiny_trained,
     assert len(configs) == 3 and not any(c.HasField("dynamic_batching") for c in configs)
     assert export(tiny_trained[1], tmp_path / "repo", "--model-name", "pc").exit_code == 0
     assert all(parse(p).HasField("dynamic_batching") for p in (tmp_path / "repo").glob("pc_*/config.pbtxt"))
+
+
+def test_a_tensorrt_engine_is_served_as_a_plan_and_fp16_onnx_with_the_fp16_accelerator(tiny_trained, tmp_path):
+    """Where the model holds a TensorRT engine of the precision, the graph model is that plan, on the GPU; else ONNX FP16."""
+    from edgead.artifact import write_artifact
+
+    artifact = read_artifact(tiny_trained[1])
+    manifest = json.loads(json.dumps(artifact.manifest))
+    onnx = artifact.engine("onnxruntime", "fp32", graph="features")
+    manifest["engines"].append({**onnx, "precision": "fp16"})  # an FP16 ONNX entry (the bytes do not matter to the writer)
+    members = dict(artifact.members)
+    plan = {"backend": "tensorrt", "precision": "fp16", "graph": "features", "member": "engines/features.plan",
+            "tensorrt_version": "10.3.0", "compute_capability": "8.7"}
+    with_plan = tmp_path / "plan.edgead"
+    write_artifact(with_plan, {**manifest, "engines": manifest["engines"] + [plan]}, {**members, "engines/features.plan": b"plan bytes"})
+    result = export(with_plan, tmp_path / "repo", "--engine", "fp16", "--model-name", "pc")
+    assert result.exit_code == 0, result.output
+    assert "TensorRT 10.3.0 for sm_87" in result.output
+    config = parse(tmp_path / "repo" / "pc_features" / "config.pbtxt")
+    assert (config.platform, config.default_model_filename) == ("tensorrt_plan", "model.plan")
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == "KIND_GPU"
+    assert (tmp_path / "repo" / "pc_features" / "1" / "model.plan").read_bytes() == b"plan bytes"
+    assert tensors(config, "output") == manifest_tensors(graph_specs(manifest)["features"], "outputs")
+    without_plan = tmp_path / "fp16.edgead"
+    write_artifact(without_plan, manifest, members)
+    assert export(without_plan, tmp_path / "repo", "--engine", "fp16", "--model-name", "pc").exit_code == 0
+    config = parse(tmp_path / "repo" / "pc_features" / "config.pbtxt")
+    assert config.platform == "onnxruntime_onnx" and not (tmp_path / "repo" / "pc_features" / "1" / "model.plan").exists()
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert (accelerator.name, accelerator.parameters["precision_mode"]) == ("tensorrt", "FP16")
+    assert export(without_plan, tmp_path / "repo", "--engine", "fp16", "--model-name", "pc", "--python-only").exit_code == 0
+    top = parse(tmp_path / "repo" / "pc" / "config.pbtxt")
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(top.instance_group[0].kind) == "KIND_GPU"  # the FP16 graph is for CUDA

@@ -29,6 +29,8 @@ MODELS = {  # served name -> (fixture, layout)
     "pc_ensemble": ("tiny_trained", dict(graphs_in_python=True)),
     "vq": ("tiny_vq_model", dict(python_only=True)),
     "vq_bls": ("tiny_vq_model", dict(graphs_in_python=True)),
+    "sae": ("tiny_small_ae_model", dict(python_only=True)),
+    "sae_bls": ("tiny_small_ae_model", dict(graphs_in_python=True)),
 }
 
 
@@ -62,7 +64,7 @@ def images_of(root):
 def predicted(request, tiny_data_root, tmp_path_factory):
     """`edgead predict` on the test images, per model fixture: {path: (score, anomalous, map at the image size)}."""
     out = {}
-    for fixture in ("tiny_trained", "tiny_vq_model"):
+    for fixture in ("tiny_trained", "tiny_vq_model", "tiny_small_ae_model"):
         folder = tmp_path_factory.mktemp("predict")
         result = CliRunner().invoke(main, ["predict", "--model", str(model_path(request, fixture)), str(tiny_data_root / "test"),
                                            "--out", str(folder), "--backend", "onnxruntime"])
