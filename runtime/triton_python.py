@@ -162,6 +162,8 @@ def run_batched(model: Any, requests: Sequence[Mapping[str, np.ndarray]]) -> lis
     if not requests:
         return []
     sizes = [len(r[model.inputs[0]]) for r in requests]
+    if len({tuple(r[name].shape[1:]) for r in requests for name in model.inputs[:1]}) > 1:  # frames of several sizes (tiling models)
+        return [outcome for r in requests for outcome in run_batched(model, [r])]
     try:
         merged = requests[0] if len(requests) == 1 else {name: np.concatenate([r[name] for r in requests]) for name in model.inputs}
         outputs = model.run(merged)

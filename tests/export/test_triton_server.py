@@ -31,7 +31,20 @@ MODELS = {  # served name -> (fixture, layout)
     "vq_bls": ("tiny_vq_model", dict(graphs_in_python=True)),
     "sae": ("tiny_small_ae_model", dict(python_only=True)),
     "sae_bls": ("tiny_small_ae_model", dict(graphs_in_python=True)),
+    "pc_tiled": ("tiny_tiled_model", dict(python_only=True)),
+    "pc_tiled_bls": ("tiny_tiled_model", dict(graphs_in_python=True)),
 }
+
+
+@pytest.fixture(scope="module")
+def tiny_tiled_model(tiny_trained, tmp_path_factory):
+    """The tiny PatchCore set to cut its 128 px frames into 96 px tiles at a 32 px stride: frames of any size go to the server."""
+    from edgead.artifact import write_artifact
+
+    artifact = read_artifact(tiny_trained[1])
+    manifest = json.loads(json.dumps(artifact.manifest))
+    manifest["tiling"] = {"enabled": True, "tile_px": 96, "stride_px": 32}
+    return write_artifact(tmp_path_factory.mktemp("tiled") / "tiled.edgead", manifest, dict(artifact.members))
 
 
 def model_path(request, fixture):
@@ -64,7 +77,7 @@ def images_of(root):
 def predicted(request, tiny_data_root, tmp_path_factory):
     """`edgead predict` on the test images, per model fixture: {path: (score, anomalous, map at the image size)}."""
     out = {}
-    for fixture in ("tiny_trained", "tiny_vq_model", "tiny_small_ae_model"):
+    for fixture in ("tiny_trained", "tiny_vq_model", "tiny_small_ae_model", "tiny_tiled_model"):
         folder = tmp_path_factory.mktemp("predict")
         result = CliRunner().invoke(main, ["predict", "--model", str(model_path(request, fixture)), str(tiny_data_root / "test"),
                                            "--out", str(folder), "--backend", "onnxruntime"])
