@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgead.errors import BackendError, DataError
+from edgead.errors import BackendError, ConfigError, DataError
 from edgead.runtime.backends.base import require
 from edgead.runtime.calibration import choose_threshold
 from edgead.runtime.predictor import Prediction
@@ -32,13 +32,21 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def check_url(url: str) -> str:
+    """HOST:PORT of a gRPC endpoint, checked: no scheme, a port from 1 to 65535."""
+    host, _, port = url.rpartition(":")
+    if "://" in url or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--triton {url!r}: give HOST:PORT of the server's gRPC port, without a scheme, e.g. 127.0.0.1:8001")
+    return url
+
+
 class TritonClient:
     """A gRPC connection to one edgead model on a Triton server; `infer` sends a ready batch as it is."""
 
     def __init__(self, url: str, model: str, timeout_s: float = 30.0) -> None:
         grpc = require("tritonclient.grpc", "triton")
         self._grpc = grpc
-        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self.url, self.model, self.timeout_s = check_url(url), model, timeout_s
         try:
             self.client = grpc.InferenceServerClient(url)
         except Exception as exc:  # noqa: BLE001 - tritonclient raises its own types for a bad URL
@@ -56,7 +64,13 @@ class TritonClient:
             return fn(*args, **kwargs)
         except InferenceServerException as exc:
             text = one_line(exc.message() or exc)
-            if "unavailable" in text.lower() or "failed to connect" in text.lower() or "deadline" in text.lower():
+            lowered = text.lower()
+            if "deadline" in lowered or "timed out" in lowered:
+                raise BackendError(f"the Triton server at {self.url} did not answer {what} within {self.timeout_s:g} s ({text}): "
+                                   "is it overloaded, or still building an engine? Check its log") from None
+            if "resolving" in lowered or "lookup" in lowered:
+                raise BackendError(f"cannot find the host of --triton {self.url} ({text}): check the name, or give an IP address") from None
+            if "unavailable" in lowered or "failed to connect" in lowered:
                 raise BackendError(f"no Triton server answers at {self.url} ({text}): start it, or check --triton HOST:PORT (the gRPC port, 8001 by default)") from None
             raise BackendError(f"the Triton server at {self.url} refused {what}: {text}") from None
 
@@ -122,7 +136,7 @@ class TritonPredictor:
     calibration, as the in-process Predictor chooses it); the verdict is then this one, not the server's.
     """
 
-    def __init__(self, url: str, model: str, threshold: float | None = None, false_alarm_rate: float | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, model: str, threshold: float | None = None, false_alarm_rate: float | None = None, timeout_s: float = 60.0) -> None:
         self.client = TritonClient(url, model, timeout_s)
         info = self.client.info
         self.artifact = _Manifest({"postprocess": info["postprocess"], "method": info["method"]})

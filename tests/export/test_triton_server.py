@@ -177,9 +177,15 @@ def test_run_triton_scores_a_folder_with_events_and_drift(server, tiny_data_root
     (["--backend", "onnxruntime"], "--backend do not apply with --triton"),
     (["--tile", "64"], "--tile do not apply with --triton"),
     (["--model-name", "pc", "--threshold", "1", "--false-alarm-rate", "0.1"], "not both"),
+    (["--triton", "http://127.0.0.1:8001"], "give HOST:PORT of the server's gRPC port, without a scheme"),
+    (["--triton", "127.0.0.1"], "give HOST:PORT"),
+    (["--triton", "127.0.0.1:70000"], "give HOST:PORT"),
+    (["--model-name", "pc"], "give both --triton HOST:PORT and --model-name NAME"),
 ])
 def test_run_triton_refuses_what_the_server_decides(extra, message, tiny_data_root):
-    args = ["run", "--images", str(tiny_data_root / "test"), "--headless", "--triton", "127.0.0.1:1"]
+    args = ["run", "--images", str(tiny_data_root / "test"), "--headless"]
+    if "--triton" not in extra and extra != ["--model-name", "pc"]:
+        args += ["--triton", "127.0.0.1:1"]
     if "--model-name" not in extra:
         args += ["--model-name", "pc"]
     result = CliRunner().invoke(main, args + extra)
