@@ -209,11 +209,10 @@ def ensemble_config(name: str, graph: GraphSpec, graph_model: str, head_model: s
 # ---------------------------------------------------------------- the repository
 
 
-def client_info(artifact: Artifact, main_engine: dict[str, Any], layout: str) -> dict[str, Any]:
+def client_info(artifact: Artifact, main_engine: dict[str, Any], layout: str, data: bytes) -> dict[str, Any]:
     """What `edgead run --triton` reads from the served model's config: sizes, threshold and calibration, provenance."""
     manifest = artifact.manifest
     engine = {k: main_engine[k] for k in ("backend", "precision", "graph", "threshold", "calibration", "threshold_source") if k in main_engine}
-    data = artifact.path.read_bytes() if artifact.path.is_file() else b""
     return {
         "format": 1, "method": manifest["method"], "layout": layout, "frame_dims": frame_dims(manifest), "map_dims": map_dims(manifest),
         "postprocess": manifest["postprocess"], "engine": engine, "model_sha256": sha256_bytes(data), "model_file": artifact.path.name,
@@ -235,13 +234,16 @@ def write_triton_repository(artifact: Artifact, out: Path, options: TritonOption
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; a Triton model repository is a folder: give a folder (created if needed)")
     engines = {graph: graph_engine(artifact, graph, options) for graph in specs}
+    from edgead.export.triton_check import check_repository, require_checker
+
+    require_checker()  # before anything is written: the repository is checked once it is
     result = TritonResult(out, name, layout)
     common = {"edgead_model": MODEL_FILE, "edgead_part_of": name, "edgead_precision": options.precision,
               "edgead_dynamic_batching": "on" if options.dynamic_batching else "off"}
-    info = client_info(artifact, engines[main_graph][0], layout)
+    model_bytes = artifact.path.read_bytes()  # the Python models read the model file itself, checked as any .edgead
+    info = client_info(artifact, engines[main_graph][0], layout, model_bytes)
     client = {CLIENT_PARAMETER: json.dumps(info, sort_keys=True, separators=(",", ":"))}
     folders: dict[str, dict[str, bytes]] = {}  # model folder -> relative path -> bytes
-    model_bytes = artifact.path.read_bytes()
 
     def python_model(folder_name: str, config: str) -> None:
         folders[folder_name] = {"config.pbtxt": config.encode(), "1/model.py": PYTHON_MODEL.encode(), f"1/{MODEL_FILE}": model_bytes}
@@ -284,8 +286,6 @@ def write_triton_repository(artifact: Artifact, out: Path, options: TritonOption
         python_model(name, python_config(name, frames, result_outputs(manifest), options, bls))
         result.models[name] = "python (BLS: edgead's Predictor calling " + ", ".join(graph_models.values()) + ")"
     _replace_models(out, name, folders)
-    from edgead.export.triton_check import check_repository
-
     check_repository(out, artifact, name)
     return result
 

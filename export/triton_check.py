@@ -20,13 +20,21 @@ from edgead.graphs import graph_specs
 TYPES = {"uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "float16": "TYPE_FP16", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}
 
 
+def require_checker() -> None:
+    """The ModelConfig protobuf of tritonclient, or a DependencyError that says how to install it."""
+    try:
+        from google.protobuf import text_format  # noqa: F401
+        from tritonclient.grpc import model_config_pb2  # noqa: F401
+    except ImportError:
+        raise DependencyError("export --format triton checks every config.pbtxt with tritonclient's ModelConfig: pip install 'edgead[triton]'") from None
+
+
 def parse_config(path: Path) -> Any:
     """config.pbtxt -> tritonclient's ModelConfig message; a one-line ArtifactError where Triton would refuse it."""
-    try:
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-    except ImportError:
-        raise DependencyError("checking a Triton repository needs tritonclient: pip install 'edgead[triton]'") from None
+    require_checker()
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
     try:
         return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
     except text_format.ParseError as exc:

@@ -179,3 +179,17 @@ def test_a_tensorrt_engine_is_served_as_a_plan_and_fp16_onnx_with_the_fp16_accel
     assert export(without_plan, tmp_path / "repo", "--engine", "fp16", "--model-name", "pc", "--python-only").exit_code == 0
     top = parse(tmp_path / "repo" / "pc" / "config.pbtxt")
     assert model_config_pb2.ModelInstanceGroup.Kind.Name(top.instance_group[0].kind) == "KIND_GPU"  # the FP16 graph is for CUDA
+
+
+def test_export_to_a_folder_needs_format_triton(tiny_trained, tmp_path):
+    result = CliRunner().invoke(main, ["export", "--model", str(tiny_trained[1]), "--engine", "fp32", "--format", "onnx", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder; give the model file to write" in result.output
+
+
+def test_without_tritonclient_export_says_what_to_install_and_writes_nothing(tiny_trained, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # import fails as where the triton extra is missing
+    result = export(tiny_trained[1], tmp_path / "repo")
+    assert result.exit_code == 2 and "pip install 'edgead[triton]'" in result.output
+    assert not (tmp_path / "repo").exists()
