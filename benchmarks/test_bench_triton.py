@@ -78,7 +78,7 @@ def test_in_process(benchmark, model, frames, machine, batch, blas_threads):
     key = f"in-process-b{batch}" + ("-blas1" if blas_threads else "")
     _info(benchmark, machine, f"in-process Predictor, batch {batch}, BLAS threads {blas_threads or 'default'}", batch=batch)
     with Predictor(model, backend="onnxruntime") as predictor, threadpool_limits(blas_threads):
-        benchmark.pedantic(lambda: [predictor.predict(frames[s : s + batch]) for s in range(0, N_FRAMES, batch)], rounds=3, warmup_rounds=1)
+        benchmark.pedantic(lambda: [predictor.predict(frames[s : s + batch]) for s in range(0, N_FRAMES, batch)], rounds=10, warmup_rounds=1)
     _fps[key] = N_FRAMES / benchmark.stats.stats.median
     print(f"\nin process, batch {batch}, BLAS threads {blas_threads or 'default'}: {_fps[key]:.1f} frames/s")
 
@@ -111,7 +111,7 @@ def test_through_triton(benchmark, server, frames, machine, layout, clients, bat
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(lambda share: _send(server.grpc_url, name, share), shares))
 
-    benchmark.pedantic(once, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(once, rounds=5, warmup_rounds=1)
     after = _executions(server.grpc_url, name)
     merged = {m: (after[m][0] - before.get(m, (0, 0))[0], after[m][1] - before.get(m, (0, 0))[1]) for m in after}
     fps = N_FRAMES / benchmark.stats.stats.median

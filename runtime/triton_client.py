@@ -92,11 +92,13 @@ class TritonClient:
 
     def infer(self, frames: np.ndarray) -> dict[str, np.ndarray]:
         """(N, H, W, 3) frames, sent as they are -> SCORE (N, 1), ANOMALOUS (N, 1), ANOMALY_MAP (N, h, w); N <= max_batch."""
+        from tritonclient.utils import np_to_triton_dtype
+
         grpc = self._grpc
         frames = np.ascontiguousarray(frames)
-        datatype = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64", np.dtype(np.int64): "INT64"}.get(frames.dtype, "UINT8")
-        if datatype == "UINT8" and frames.dtype != np.uint8:
-            raise DataError(f"frames must be uint8 RGB, got {frames.dtype}")
+        datatype = np_to_triton_dtype(frames.dtype)  # the server checks it against the model's (uint8): a wrong one is its error to give
+        if datatype is None:
+            raise DataError(f"frames of dtype {frames.dtype} cannot be sent to Triton; send uint8 RGB frames")
         tensor = grpc.InferInput("FRAMES", list(frames.shape), datatype)
         tensor.set_data_from_numpy(frames)
         wanted = [grpc.InferRequestedOutput(name) for name in RESULTS]
