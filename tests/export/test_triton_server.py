@@ -52,16 +52,37 @@ def model_path(request, fixture):
     return value[1] if isinstance(value, tuple) else value
 
 
+PROBE_MODEL = """
+import numpy as np
+import triton_python_backend_utils as pb
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb.InferenceResponse([pb.Tensor.from_dlpack("Y", np.from_dlpack(pb.get_input_tensor_by_name(r, "X")) * 2)]) for r in requests]
+"""
+
+
+def probe_repository(folder):
+    """A repository with one Python model that needs nothing of edgead's: whether this machine can host the Python backend."""
+    (folder / "probe" / "1").mkdir(parents=True)
+    (folder / "probe" / "1" / "model.py").write_text(PROBE_MODEL)
+    (folder / "probe" / "config.pbtxt").write_text('name: "probe"\nbackend: "python"\nmax_batch_size: 1\n'
+                                                   'input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+                                                   'output [ { name: "Y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n')
+    return folder
+
+
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
-    empty = tmp_path_factory.mktemp("empty-repo")
-    try:  # can this machine run the bundled server at all? (an empty repository: nothing of edgead's can fail it)
-        with LocalTritonServer(empty, startup_s=60):
+    probe = probe_repository(tmp_path_factory.mktemp("probe-repo"))
+    try:  # can this machine run the bundled server and its Python backend at all? (nothing of edgead's can fail this)
+        with LocalTritonServer(probe, startup_s=60):
             pass
     except DependencyError as exc:
         pytest.skip(f"no Triton server here: {exc}")
     except EdgeADError as exc:
-        pytest.skip(f"the tritonserver of nvidia-pytriton cannot start on this machine: {exc}")
+        pytest.skip(f"the tritonserver of nvidia-pytriton cannot serve a Python model on this machine: {exc}")
     repo = tmp_path_factory.mktemp("repo")
     for name, (fixture, layout) in MODELS.items():
         write_triton_repository(read_artifact(model_path(request, fixture)), repo, TritonOptions(name=name, max_batch=4, **layout))
