@@ -82,7 +82,6 @@ def check_repository(repository: Path, artifact: Artifact, name: str) -> dict[st
             batching = params.get("edgead_dynamic_batching", "on") == "on"
             _expect(config.HasField("dynamic_batching") == batching, path, f"dynamic_batching should be {'on' if batching else 'off'}")
             _expect(len(config.instance_group) == 1 and config.instance_group[0].count >= 1, path, "needs one instance_group with count >= 1")
-        _check_files(repository / model, config, path)
         role = {k: v.string_value for k, v in config.parameters.items()}
         graph = role.get("edgead_graph") or _graph_of(model, name, specs)
         if graph is not None:
@@ -91,6 +90,7 @@ def check_repository(repository: Path, artifact: Artifact, name: str) -> dict[st
             main = specs[artifact.manifest["head"]["graph"]]
             want = {t.name: (TYPES[t.dtype], [int(d) for d in t.shape[1:]]) for t in main.outputs}
             _expect(_tensors(config, "input") == want, path, f"inputs differ from the outputs of graph {main.name!r}: {want}")
+        _check_files(repository / model, config, path)  # after the manifest: a config off the manifest is named as such
     if top.platform == "ensemble":
         _check_ensemble(top, configs, top_path)
     return configs
@@ -119,6 +119,34 @@ def _check_files(folder: Path, config: Any, path: Path) -> None:
         return
     filename = config.default_model_filename or ("model.plan" if config.platform == "tensorrt_plan" else "model.onnx")
     _expect((folder / "1" / filename).is_file(), path, f"1/{filename} is missing")
+    if config.platform == "onnxruntime_onnx":
+        _check_onnx(folder / "1" / filename, config, path)
+
+
+ONNX_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 6: "TYPE_INT32", 7: "TYPE_INT64", 10: "TYPE_FP16", 9: "TYPE_BOOL"}
+
+
+def _check_onnx(onnx_path: Path, config: Any, path: Path) -> None:
+    """The ONNX graph's own inputs and outputs (names, element types, dims after the batch axis) against the config."""
+    try:
+        import onnx
+    except ImportError:  # the configs are still checked against the manifest; the graph file is checked where onnx is
+        return
+    graph = onnx.load_model_from_string(onnx_path.read_bytes()).graph
+    initializers = {i.name for i in graph.initializer}
+    for side, values in (("input", [v for v in graph.input if v.name not in initializers]), ("output", list(graph.output))):
+        have = {}
+        for value in values:
+            tensor = value.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+            have[value.name] = (ONNX_TYPES.get(tensor.elem_type, f"onnx type {tensor.elem_type}"), dims[1:])
+        want = _tensors(config, side)
+        for name, (dtype, dims) in want.items():
+            _expect(name in have, path, f"{side} {name!r} is not a {side} of {onnx_path.name} (it has {sorted(have)})")
+            got_type, got_dims = have[name]
+            _expect(got_type == dtype, path, f"{side} {name!r} is {dtype}, {onnx_path.name} has {got_type}")
+            _expect(len(got_dims) == len(dims) and all(g in (-1, d) for g, d in zip(got_dims, dims)), path,
+                    f"{side} {name!r} has dims {dims}, {onnx_path.name} has {got_dims} after the batch axis")
 
 
 def _check_ensemble(top: Any, configs: dict[str, Any], path: Path) -> None:

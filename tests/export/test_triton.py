@@ -100,6 +100,11 @@ def test_a_config_that_differs_from_the_manifest_is_refused(tiny_trained, tmp_pa
     config.write_text(original.replace("max_batch_size: 8", "max_batch_size: 8\nmax_batch_sise: 8"))
     with pytest.raises(ArtifactError, match="not a valid Triton model configuration"):
         check_repository(repo, artifact, "pc")
+    config.write_text(original.replace('name: "features"', 'name: "feature"'))
+    with pytest.raises(ArtifactError, match="'feature' is not a output of model.onnx"):  # the graph file itself disagrees
+        from edgead.export import triton_check
+
+        triton_check._check_onnx(repo / "pc_features" / "1" / "model.onnx", parse(config), config)
     config.write_text(original)
     (repo / "pc_features" / "1" / "model.onnx").unlink()
     with pytest.raises(ArtifactError, match="model.onnx is missing"):
