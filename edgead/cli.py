@@ -438,25 +438,51 @@ def _batch_profile(batch: int | None, batch_range: str | None) -> tuple[int, int
     return (low, opt, high)
 
 
+def triton_export_options(command):
+    """--max-batch, --instances, --python-only, --model-name: the Triton repository's settings (--format triton only)."""
+    command = click.option("--model-name", default=None, help="--format triton: the served model's name (default: the model file's name without .edgead).")(command)
+    command = click.option("--no-dynamic-batching", "no_dynamic_batching", is_flag=True, help="--format triton: no dynamic batcher (each request runs alone).")(command)
+    command = click.option("--python-only", is_flag=True, help="--format triton: one Python-backend model runs the whole path with edgead's runtime (ONNX Runtime inside), for servers without the ONNX Runtime backend.")(command)
+    command = click.option("--instances", type=click.IntRange(min=1), default=None, help="--format triton: model instances per model (default 1).")(command)
+    return click.option("--max-batch", type=click.IntRange(min=1), default=None, help="--format triton: max_batch_size of every model, the dynamic batcher's largest batch (default 8).")(command)
+
+
 @main.command()
 @model_option
 @click.option("--engine", "precision", type=click.Choice(["fp32", "fp16", "int8"]), required=True, help="Precision of the engines.")
-@click.option("--format", "format_name", type=click.Choice(["tensorrt", "onnx", "torchscript", "all"]), default=None, help="Default: the best this machine can build (TensorRT where present, else ONNX and TorchScript).")
+@click.option("--format", "format_name", type=click.Choice(["tensorrt", "onnx", "torchscript", "all", "triton"]), default=None, help="Default: the best this machine can build (TensorRT where present, else ONNX and TorchScript); triton: a Triton Inference Server model repository in --out.")
 @click.option("--batch", type=int, default=None, help="Fixed batch size of the TensorRT profile.")
 @click.option("--batch-range", default=None, help="TensorRT optimisation profile MIN:OPT:MAX (default 1:8:32).")
 @click.option("--calib", "calib_dir", type=click.Path(file_okay=False), default=None, help="Good images for INT8 calibration (default: the training images).")
 @click.option("--workspace-mb", type=int, default=1024, show_default=True, help="TensorRT builder workspace.")
 @click.option("--check", "check_dir", type=click.Path(file_okay=False), default=None, help="Also compare image AUROC per format on this labelled dataset.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Engine, timing and calibration caches (default ~/.cache/edgead).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the model with its engines here (default: update --model in place, atomically).")
+@click.option("--out", type=click.Path(), default=None, help="Write the model with its engines here (default: update --model in place, atomically); --format triton: the repository folder.")
 @click.option("--int8-calibrator", is_flag=True, help="TensorRT 10 only: INT8 by TensorRT's entropy calibrator instead of the Q/DQ graph.")
 @limits_options
-def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator, limits):
+@triton_export_options
+def export(model, precision, format_name, batch, batch_range, calib_dir, workspace_mb, check_dir, cache_dir, out, int8_calibrator,
+           max_batch, instances, python_only, model_name, no_dynamic_batching, limits):
     """Build engines (TensorRT, ONNX, TorchScript) into the model and check each against the eager model."""
     import os
 
     from edgead.export.stage import export_model
     from edgead.workspace import resolve_model
+
+    if format_name == "triton":
+        foreign = [flag for flag, value in (("--batch", batch), ("--batch-range", batch_range), ("--calib", calib_dir), ("--check", check_dir),
+                                            ("--cache-dir", cache_dir), ("--int8-calibrator", int8_calibrator),
+                                            ("--workspace-mb", workspace_mb != 1024)) if value]
+        if foreign:
+            raise ConfigError(f"{', '.join(foreign)} do not apply to --format triton (it packs the engines the model holds); "
+                              "build those first with `edgead export --engine ... --format onnx|tensorrt`, then export to Triton")
+        return _export_triton(model, precision, out, max_batch, instances, python_only, model_name, no_dynamic_batching, limits)
+    given = [flag for flag, value in (("--max-batch", max_batch), ("--instances", instances), ("--python-only", python_only), ("--model-name", model_name),
+                                      ("--no-dynamic-batching", no_dynamic_batching)) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply to --format triton only; leave them out or add --format triton --out REPO")
+    if out and Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a folder; give the model file to write, e.g. --out model.edgead")
 
     if workspace_mb < 16:
         raise ConfigError(f"--workspace-mb {workspace_mb} is too small; give at least 16 (default 1024)")
@@ -488,6 +514,24 @@ def export(model, precision, format_name, batch, batch_range, calib_dir, workspa
     for problem in result.problems:
         click.echo(f"WARNING: {problem}", err=True)
     click.echo(f"wrote {result.path}")
+
+
+def _export_triton(model, precision, out, max_batch, instances, python_only, model_name, no_dynamic_batching, limits) -> None:
+    """`export --format triton`: the model repository (the other export options were refused by the caller's context)."""
+    from edgead.artifact import read_artifact
+    from edgead.export.triton import TritonOptions, write_triton_repository
+    from edgead.workspace import resolve_model
+
+    if not out:
+        raise ConfigError("--format triton needs --out REPO: the folder of the Triton model repository (created if needed)")
+    options = TritonOptions(precision, max_batch or 8, instances or 1, python_only, model_name, not no_dynamic_batching)
+    result = write_triton_repository(read_artifact(resolve_model(model), limits), Path(out), options)
+    for name, kind in result.models.items():
+        click.echo(f"  {name:32s} {kind}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {result.repository}: serve it with `tritonserver --model-repository {result.repository}`, "
+               f"then `edgead run ... --triton HOST:8001 --model-name {result.name}`")
 
 
 @main.command()
@@ -602,8 +646,11 @@ def verify(model, key, limits):
 @click.option("--drift-window", "drift_frames", type=click.IntRange(min=0), default=100, show_default=True,
               help="Frames whose median score is compared with the good calibration to detect drift (0: off).")
 @click.option("--json", "as_json", is_flag=True, help="Print the end-of-run summary as one JSON object.")
+@click.option("--triton", "triton_url", default=None, help="Score on this Triton server (HOST:PORT of its gRPC port) instead of in this process.")
+@click.option("--model-name", "triton_model", default=None, help="With --triton: the served model (the name `edgead export --format triton` printed).")
+@click.pass_context
 @loading_options
-def run(uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, inference, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json, loading):
+def run(ctx, uri, camera, video, images, model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, inference, restoration, eta, passes, headless, save_video, events, save_anomalies, max_frames, report_every_s, min_box_area_px, drift_frames, as_json, triton_url, triton_model, loading):
     """Score a live source until it ends or Ctrl-C: --camera N, --video PATH, --images DIR, or a URI (rtsp://, http://, a GStreamer pipeline)."""
     import signal
     from contextlib import ExitStack
@@ -622,7 +669,10 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
 
     signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, inference, loading))
+        if triton_url or triton_model:
+            predictor = stack.enter_context(_open_triton(ctx, triton_url, triton_model, threshold, false_alarm_rate))
+        else:
+            predictor = stack.enter_context(_open_predictor(model, backend, device, precision, tile, stride, streams, threshold, false_alarm_rate, scorer, restoration, eta, passes, inference, loading))
         source = stack.enter_context(open_source(given[0]))
         sinks = []
         if events:
@@ -647,6 +697,29 @@ def run(uri, camera, video, images, model, backend, device, precision, tile, str
     for label, path in (("events", events), ("video", save_video), ("anomalous frames", save_anomalies)):
         if path:
             click.echo(f"{label}: {path}", err=as_json)
+
+
+# what the server decides with --triton: the engines, their device and precision, tiling, the head's options
+TRITON_SERVER_SIDE = ("model", "backend", "device", "precision", "tile", "stride", "streams", "scorer", "inference", "restoration", "eta", "passes",
+                      "trust_torchscript", "verify_key", "max_model_mb", "max_manifest_mb")
+
+
+def _open_triton(ctx: click.Context, url: str | None, name: str | None, threshold, false_alarm_rate):
+    """`run --triton URL --model-name NAME`: a TritonPredictor; options the server decides are refused, not ignored."""
+    from click.core import ParameterSource
+
+    from edgead.runtime.triton_client import TritonPredictor
+
+    if not url or not name:
+        raise ConfigError("give both --triton HOST:PORT and --model-name NAME to score on a Triton server")
+    if threshold is not None and false_alarm_rate is not None:
+        raise ConfigError("give --threshold or --false-alarm-rate, not both")
+    given = [p for p in TRITON_SERVER_SIDE if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        spelled = ", ".join("--" + p.replace("_", "-") for p in given)
+        raise ConfigError(f"{spelled} do not apply with --triton: the server runs the repository's engines as exported; leave them out "
+                          "(or export the repository again with what you want)")
+    return TritonPredictor(url, name, threshold, false_alarm_rate)
 
 
 @main.command()

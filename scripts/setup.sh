@@ -33,3 +33,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet "${constraints[@]}" -e ".[train,onnx,dev]"
+# the tritonserver binary that the Triton tests and benchmark serve with; --no-deps: nvidia-pytriton's own Python
+# API (unused) pins numpy<2. A machine where it does not install skips those tests with the reason.
+"$PY" -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0" \
+  || echo "setup: nvidia-pytriton did not install; the Triton server tests will be skipped" >&2
