@@ -20,7 +20,7 @@ from edgead.config import NuisanceConfig
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.backends.base import Backend
 from edgead.runtime.calibration import DEFAULT_FALSE_ALARM_RATE, DEFAULT_FOLDS, postprocess_section
-from edgead.runtime.crossval import ImageOutputs, collect_outputs, image_scorer
+from edgead.runtime.crossval import ImageOutputs, collect_outputs, image_scorer, version_fold_scores
 from edgead.runtime.images import read_image
 from edgead.runtime.nuisance import with_copies
 from edgead.runtime.predictor import Predictor
@@ -115,7 +115,9 @@ def calibrate_good_images(
                 for index, path in enumerate(bank_paths):
                     versions = [image for _, _, image in with_copies([read_image(path)], nuisance, seed, index)]
                     outputs.append(collect_outputs(predictor, versions))
-            scores = _fold_scores(predictor, outputs, folds, seed, medians, progress)
+            score = image_scorer(predictor, [versions[0].layout for versions in outputs], medians)
+            scores = version_fold_scores(predictor.scoring_head, score, [[v.outputs for v in versions] for versions in outputs], folds, seed,
+                                         progress=progress)
             used_folds = folds
         else:
             scores, used_folds = [], 1 if holdout_paths else 0
@@ -136,17 +138,3 @@ def calibrate_good_images(
     if nuisance.active:
         section["calibration"]["nuisance"] = {"copies": nuisance.copies, "scores": "the good images and their nuisance copies"}
     return section
-
-
-def _fold_scores(predictor: Predictor, outputs: Sequence[Sequence[ImageOutputs]], folds: int, seed: int, medians: list[float],
-                 progress: Progress) -> list[float]:
-    """Cross-calibrated scores of every image and every copy: the fold banks hold the other folds' images and copies."""
-    heads = [versions[0] for versions in outputs]
-    reference = [{name: np.concatenate([v.outputs[name] for v in versions]) for name in versions[0].outputs} for versions in outputs]
-    score = image_scorer(predictor, [item.layout for item in heads], medians)
-    cache: dict = {}
-    scores: list[float] = []
-    for version in range(len(outputs[0])):
-        queries = [versions[version].outputs for versions in outputs]
-        scores += list(predictor.scoring_head.fold_scores(reference, score, folds, seed, queries=queries, progress=progress, cache=cache))
-    return scores

@@ -71,6 +71,7 @@ class TrainedPatchCore:
         return [
             f"memory bank: {bank['count']} of {bank['patch_features_seen']} patch features x {bank['dim']} (fp16), "
             f"coreset radius {bank['coreset_radius']:.4f}",
+            f"nuisance copies: {self.config.nuisance.describe()}",
         ] + describe(post)
 
 

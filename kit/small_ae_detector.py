@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from edgead import __version__
 from edgead.artifact import Artifact, npy_bytes
-from edgead.config import SmallAEConfig
+from edgead.config import NuisanceConfig, SmallAEConfig
 from edgead.graphs import FORMAT_VERSION, graph_spec
 from edgead.kit.eager import calibrate_good_images
 from edgead.kit.patchcore import split_holdout
@@ -31,6 +31,7 @@ from edgead.kit.svm import FittedSVM, fit_one_class_svm
 from edgead.kit.training import resolve_device, run_epochs
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import read_image
+from edgead.runtime.nuisance import with_copies
 from edgead.runtime.calibration import describe
 from edgead.runtime.preprocess import stack_batch
 from edgead.runtime.tiling import tile_origins
@@ -77,6 +78,7 @@ class TrainedSmallAE:
             f"final loss {self.losses[-1]:.5f}",
             f"patches: {PATCH_PX} px every {self.config.patch_stride_px} px of {self.config.image_size_px} px frames "
             f"({training['patches_per_frame']} per frame)",
+            f"nuisance copies: {self.config.nuisance.describe()}",
         ]
         if self.svm is not None:
             lines.append(
@@ -89,9 +91,12 @@ class TrainedSmallAE:
         return lines
 
 
-def load_frames(paths: Sequence[str | Path], size_px: int) -> np.ndarray:
-    """Images at `paths` -> (N, size, size, 3) uint8, resized as the runtime resizes frames."""
-    return stack_batch([read_image(p) for p in paths], (size_px, size_px))
+def load_frames(paths: Sequence[str | Path], size_px: int, nuisance: NuisanceConfig | None = None, seed: int = 0) -> np.ndarray:
+    """Images at `paths` and their nuisance copies (made at the image's own size) -> (N * (1 + copies), size, size, 3) uint8,
+    resized as the runtime resizes frames."""
+    nuisance = nuisance or NuisanceConfig(copies=0)
+    images = [image for index, path in enumerate(paths) for _, _, image in with_copies([read_image(path)], nuisance, seed, index)]
+    return stack_batch(images, (size_px, size_px))
 
 
 def random_patches(frames: np.ndarray, count: int, rng: np.random.Generator, augment: bool) -> np.ndarray:
@@ -157,7 +162,7 @@ def fit_small_ae(
     started = time.perf_counter()
     target = resolve_device(device)
     train_paths, holdout_paths = split_holdout(train_paths, config)
-    frames = load_frames(train_paths, config.image_size_px)
+    frames = load_frames(train_paths, config.image_size_px, config.nuisance, config.seed)  # training patches come from copies too
     torch.manual_seed(config.seed)
     autoencoder = SmallAutoEncoder().to(target)
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=config.lr)
