@@ -25,8 +25,8 @@ class NuisanceConfig:
 
     copies: int = 2  # augmented copies per good image (0: no augmentation at all)
     jpeg: int = 40  # lowest JPEG quality of the recompression (qualities drawn in jpeg..95; 0: off)
-    light: float = 0.08  # largest relative shift of brightness, contrast and gamma (0: off)
-    blur: float = 0.8  # largest Gaussian blur sigma, px (0: off)
+    light: float = 0.2  # largest relative shift of brightness, contrast and gamma (0: off)
+    blur: float = 0.8  # focus: largest Gaussian blur sigma, px, and as much sharpening (unsharp mask amount) the other way (0: off)
     noise: float = 3.0  # largest sensor-noise standard deviation, grey levels (0: off)
     shift: int = 6  # largest shift, px (0: off)
     turns: bool = False  # 90-degree turns and flips: for textures, which look the same turned
@@ -53,7 +53,7 @@ class NuisanceConfig:
         if not self.active:
             return "none"
         on = [f"JPEG q{self.jpeg}-95" if self.jpeg else "", f"light ±{self.light:g}" if self.light else "",
-              f"blur <= {self.blur:g} px" if self.blur else "", f"noise <= {self.noise:g}" if self.noise else "",
+              f"focus ±{self.blur:g}" if self.blur else "", f"noise <= {self.noise:g}" if self.noise else "",
               f"shift <= {self.shift} px" if self.shift else "", "turns and flips" if self.turns else ""]
         return f"{self.copies} copies per good image ({', '.join(x for x in on if x) or 'unchanged'})"
 

@@ -7,7 +7,8 @@ nuisances (for the memory-bank detectors they go through the coreset into the ba
 detectors train on them), and the calibration scores copies the fold's model has not seen, so that
 the false-alarm rate asked for is the one met on camera frames.
 
-Per copy, in the order light travels: shift (and, for textures, a turn or flip) -> blur (optics) ->
+Per copy, in the order light travels: shift (and, for textures, a turn or flip) -> focus (optics: blurred, or
+sharpened as a lens focused better than at training) ->
 brightness, contrast, gamma (lighting, exposure) -> noise (sensor) -> JPEG recompression (the
 codec; twice at times, as a recorder re-encoding a camera's MJPG; a reduced colour resolution at
 times, as H.264's 4:2:0 with its deblocking filter). Each nuisance that is on is drawn at a random
@@ -42,11 +43,9 @@ def augment(image: np.ndarray, config: NuisanceConfig, rng: np.random.Generator)
         out = _turn(out, rng)
     if config.shift:
         out = _shift(out, config.shift, rng)
-    if config.blur:
-        sigma = rng.uniform(0.0, config.blur)
-        if sigma > 0.2:  # below that a 3-tap kernel is the identity at 8 bits
-            out = cv2.GaussianBlur(out, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
     values = out.astype(np.float32)
+    if config.blur:
+        values = _focus(values, rng.uniform(-config.blur, config.blur))
     if config.light:
         values = _light(values, config.light, rng)
     if config.noise:
@@ -85,6 +84,16 @@ def _shift(image: np.ndarray, shift_px: int, rng: np.random.Generator) -> np.nda
     matrix = np.float32([[1, 0, dx], [0, 1, dy]])
     h, w = image.shape[:2]
     return cv2.warpAffine(np.ascontiguousarray(image), matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _focus(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Focus off either way: sigma > 0 blurs by a Gaussian of sigma px; sigma < 0 sharpens (unsharp mask of amount |sigma|)."""
+    if abs(sigma) <= 0.2:  # below that a 3-tap kernel is the identity at 8 bits
+        return values
+    if sigma > 0:
+        return cv2.GaussianBlur(values, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+    soft = cv2.GaussianBlur(values, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT_101)
+    return values + abs(sigma) * (values - soft)
 
 
 def _light(values: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
