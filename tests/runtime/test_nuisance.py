@@ -87,7 +87,36 @@ def test_configs_store_and_restore_the_nuisance_and_older_models_had_none():
     stored = config.to_dict()
     del stored["nuisance"]
     assert PatchCoreConfig.from_dict(stored).nuisance.copies == 0  # trained before copies existed: none
-    small = SmallAEConfig()
+    assert not SmallAEConfig().nuisance.active  # off by default for small-ae (README: they cost it detection)
+    small = SmallAEConfig(nuisance=NuisanceConfig.parse("on"))
     assert small.nuisance.active and SmallAEConfig.from_dict(small.to_dict()) == small
     with pytest.raises(ConfigError, match="nuisance"):
         PatchCoreConfig(nuisance={"copies": 1, "hue": 3})
+
+
+def test_small_ae_cuts_its_training_patches_from_the_copies_too(texture, tmp_path):
+    from edgead.kit.small_ae_detector import load_frames
+    from edgead.runtime.images import write_image
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.png")
+        write_image(paths[-1], np.ascontiguousarray(np.roll(texture, 9 * i, axis=1)))
+    plain = load_frames(paths, 64)
+    frames = load_frames(paths, 64, NuisanceConfig(copies=2), seed=0)
+    assert plain.shape == (2, 64, 64, 3) and frames.shape == (6, 64, 64, 3)
+    assert np.array_equal(frames[0], plain[0]) and np.array_equal(frames[3], plain[1])  # each image, then its copies
+    assert not np.array_equal(frames[1], plain[0])
+
+
+def test_patchwise_ae_epochs_see_one_version_of_each_image():
+    from edgead.config import PatchwiseAEConfig
+    from edgead.kit.patchwise_ae import _version
+
+    image = np.full((32, 32, 3), 128, np.uint8)
+    off = PatchwiseAEConfig(nuisance=NuisanceConfig(copies=0))
+    rng = np.random.default_rng(0)
+    assert _version(image, 0, off, rng) is image and rng.random() == np.random.default_rng(0).random()  # no draw without copies
+    on = PatchwiseAEConfig()
+    seen = {_version(image, 3, on, np.random.default_rng(s)).tobytes() for s in range(12)}
+    assert len(seen) == 3  # the image and its two copies, the bank's own
