@@ -203,7 +203,7 @@ TRAIN_FLAGS = {
     "false_alarm_rate": "--false-alarm-rate", "folds": "--folds",
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
     "epochs": "--epochs", "map_upsample": "--map-upsample", "reflect_pad_px": "--reflect-pad", "patch_cells": "--patch-cells",
-    "pool_zero_pad": "--pool-border",
+    "pool_zero_pad": "--pool-border", "nuisance": "--nuisance",
     "compressed_dim": "--compressed-dim", "freeze_backbone": "--freeze-backbone/--fine-tune-backbone",
     "lr": "--lr", "backbone_lr": "--backbone-lr", "loss_alpha": "--loss-alpha", "cutpaste_probability": "--cutpaste-probability",
     "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area",
@@ -268,12 +268,16 @@ def _methods() -> list[str]:
 @click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images and copies with synthetic defects, see --eta-defects).")
 @click.option("--passes", type=click.IntRange(min=1), default=None, help="vq-restore: prior passes of parallel restoration at most (default 1).")
 @click.option("--eta-defects", type=click.Choice(["rectangles", "cutpaste", "mixed"]), default=None, help="vq-restore: defects pasted into held-out good images to calibrate eta: the paper's black/grey rectangles, CutPaste pieces of the image itself, or one of each (default rectangles).")
+@click.option("--nuisance", default=None, metavar="off|on|KEY=VALUE,...",
+              help="Augmented copies of the good images, as a camera and a line change them (default on; small-ae: off): copies=N per image (2), "
+                   "jpeg=lowest quality (40), light=brightness/contrast/gamma shift (0.2), blur=focus: blur sigma px, or as much sharpening (0.8), noise=grey levels (3), "
+                   "shift=px (6), turns=0|1 (90-degree turns and flips, for textures; default 0); 0 turns one off, 'off' all.")
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option
 def train(data_dir, method, out, weights, device, resume, quiet, coreset, **options):
     """Train a detector on the good images of DATA_DIR (an MVTec AD category or a folder of good images)."""
-    from edgead.config import parse_coreset
+    from edgead.config import NuisanceConfig, parse_coreset
     from edgead.kit.detectors import build_config, get_detector
     from edgead.runtime.datasets import open_dataset
 
@@ -289,6 +293,8 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
         options["image_size_px"] = max(32, -(-options["tile_px"] // 16) * 16)
     if coreset is not None:
         options.update(parse_coreset(coreset))
+    if options.get("nuisance") is not None:
+        options["nuisance"] = NuisanceConfig.parse(options["nuisance"])
     config = build_config(detector, options, TRAIN_FLAGS)
     dataset = open_dataset(data_dir)
     for warning in dataset.warnings:

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from edgead.runtime.calibration import Calibration, ThresholdChoice
-from edgead.runtime.crossval import ImageOutputs, collect_outputs, image_scorer
+from edgead.config import NO_NUISANCE, NuisanceConfig
+from edgead.runtime.crossval import ImageOutputs, collect_outputs, image_scorer, version_fold_scores
 from edgead.runtime.images import find_images, read_image
+from edgead.runtime.nuisance import copies as nuisance_copies
 from edgead.runtime.predictor import Predictor
 
 
@@ -41,6 +43,7 @@ class GoodImages:
     images: list[np.ndarray]
     origin: str
     fitted: int = 0
+    copies: list[list[np.ndarray]] = field(default_factory=list)  # per image, its nuisance copies (as at training), or none
 
 
 def good_images(manifest: dict[str, Any], calib_dir: str | None) -> GoodImages | None:
@@ -65,7 +68,15 @@ def good_images(manifest: dict[str, Any], calib_dir: str | None) -> GoodImages |
         fitted = int(training.get("bank_images", len(paths)))
         origin = f"the {len(paths)} training images"
     images = [read_image(path) for path in paths]  # DataError names an unreadable one
-    return GoodImages(images, origin, fitted) if len(images) >= 2 else None
+    if len(images) < 2:
+        return None
+    # the copies training scored (image i of the training list is image i there: the bank's first, then the held-out ones)
+    config = manifest.get("config", {})
+    nuisance = NuisanceConfig.of(config.get("nuisance", NO_NUISANCE))
+    copies = [nuisance_copies(image, nuisance, int(config.get("seed", 0)), index) for index, image in enumerate(images)]
+    if nuisance.active:
+        origin += f" and {nuisance.copies} nuisance copies of each"
+    return GoodImages(images, origin, fitted, copies)
 
 
 @dataclass
@@ -75,10 +86,15 @@ class Reference:
     good: GoodImages
     outputs: list[ImageOutputs]
     fold_models: dict = field(default_factory=dict)  # built once, from these outputs, for every engine
+    copy_outputs: list[list[ImageOutputs]] = field(default_factory=list)  # per image, its copies' outputs
 
 
 def reference_outputs(reference: Predictor, good: GoodImages) -> Reference:
-    return Reference(good, collect_outputs(reference, good.images))
+    return Reference(good, collect_outputs(reference, good.images), copy_outputs=_copy_outputs(reference, good))
+
+
+def _copy_outputs(predictor: Predictor, good: GoodImages) -> list[list[ImageOutputs]]:
+    return [collect_outputs(predictor, copies) for copies in good.copies] if any(good.copies) else []
 
 
 def calibrate_engine(engine: Predictor, reference: Reference, manifest: dict[str, Any], name: str) -> dict[str, Any]:
@@ -89,6 +105,7 @@ def calibrate_engine(engine: Predictor, reference: Reference, manifest: dict[str
     model = manifest["postprocess"]["calibration"]
     rate = float(model["false_alarm_rate"])
     queries = collect_outputs(engine, reference.good.images)
+    copy_queries = _copy_outputs(engine, reference.good)
     score = image_scorer(engine, [item.layout for item in reference.outputs])
     fitted = reference.good.fitted
     if not engine.scoring_head.refits_per_fold or fitted == 1:
@@ -96,14 +113,26 @@ def calibrate_engine(engine: Predictor, reference: Reference, manifest: dict[str
     seed = int(manifest.get("config", {}).get("seed", 0))
     folds = int(model["folds"]) if fitted else 1
     scores = []
-    if fitted:  # as at training: fold banks from the FP32 reference's features, each fold's own outputs scored against them
+    if fitted and copy_queries:  # as at training: each image and its copies in one fold, the other folds' images and copies the bank
+        scores += version_fold_scores(engine.scoring_head, score, [_versions(reference, i) for i in range(fitted)], folds, seed,
+                                      queries=[[q.outputs for q in [queries[i], *copy_queries[i]]] for i in range(fitted)],
+                                      cache=reference.fold_models)
+    elif fitted:  # as at training: fold banks from the FP32 reference's features, each fold's own outputs scored against them
         scores += list(engine.scoring_head.fold_scores([item.outputs for item in reference.outputs[:fitted]], score, folds, seed,
                                                        queries=[item.outputs for item in queries[:fitted]], cache=reference.fold_models))
-    scores += [score(i, engine.head(queries[i].outputs)) for i in range(fitted, len(queries))]  # never in the model: the whole of it
+    for i in range(fitted, len(queries)):  # never in the model: the whole of it, on the image and its copies
+        scores += [score(i, engine.head(q.outputs)) for q in [queries[i], *(copy_queries[i] if copy_queries else [])]]
     calibration = Calibration.fit(scores, folds, name)
     section = calibration.to_manifest(calibration.threshold(rate))
     section["images_from"] = reference.good.origin
+    if copy_queries:
+        section["nuisance"] = {"copies": len(copy_queries[0]), "scores": "the good images and their nuisance copies"}
     return section
+
+
+def _versions(reference: Reference, i: int) -> list[dict[str, np.ndarray]]:
+    """Image i's reference outputs, then its copies'."""
+    return [item.outputs for item in [reference.outputs[i], *(reference.copy_outputs[i] if reference.copy_outputs else [])]]
 
 
 def _shifted(engine: Predictor, reference: Reference, queries: list[ImageOutputs], score, manifest: dict[str, Any], name: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import torch
 
 from edgead import __version__
 from edgead.artifact import Artifact, npy_bytes
-from edgead.config import PatchCoreConfig
+from edgead.config import NuisanceConfig, PatchCoreConfig
 from edgead.errors import DataError
 from edgead.graphs import FORMAT_VERSION, MAIN_GRAPH, graph_spec
 from edgead.progress import Progress, silent_progress
@@ -23,6 +24,7 @@ from edgead.kit.eager import calibrate_good_images
 from edgead.kit.features import PatchFeatureModel
 from edgead.runtime.framecheck import ImageGeometry
 from edgead.runtime.images import read_image
+from edgead.runtime.nuisance import with_copies as nuisance_copies
 from edgead.runtime.calibration import describe
 from edgead.runtime.crossval import ImageOutputs
 from edgead.runtime.predictor import Batch, Tiling, prepare_batch
@@ -69,6 +71,7 @@ class TrainedPatchCore:
         return [
             f"memory bank: {bank['count']} of {bank['patch_features_seen']} patch features x {bank['dim']} (fp16), "
             f"coreset radius {bank['coreset_radius']:.4f}",
+            f"nuisance copies: {self.config.nuisance.describe()}",
         ] + describe(post)
 
 
@@ -93,28 +96,48 @@ def extract_features(
     return np.concatenate([features for _, features in _feature_batches(model, paths, config, progress, label, shapes)])
 
 
-@torch.inference_mode()  # torch applies it around every step of the generator
 def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
                      shapes: list | None = None):
-    """(Batch, features) per batch of images, prepared exactly as the runtime prepares frames."""
+    """(Batch, features) per batch of images, prepared exactly as the runtime prepares frames (no nuisance copies)."""
+    for _, batch, features in _version_batches(model, paths, config, progress, label, shapes, copies=False):
+        yield batch, features
+
+
+def _versions(paths: Sequence[Path], config: PatchCoreConfig, shapes: list | None, copies: bool):
+    """(image index, version, image): each image read once, then its nuisance copies (versions 1..copies)."""
+    nuisance = config.nuisance if copies else NuisanceConfig(copies=0)
+    for index, path in enumerate(paths):
+        image = read_image(path)
+        if shapes is not None:
+            shapes.append(image.shape)
+        yield from nuisance_copies([image], nuisance, config.seed, index)
+
+
+@torch.inference_mode()  # torch applies it around every step of the generator
+def _version_batches(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
+                     shapes: list | None = None, copies: bool = True):
+    """([(image index, version)], Batch, features) per batch of images and their nuisance copies, prepared as the runtime does."""
     size = (config.image_size_px, config.image_size_px)
     tiling = tiling_of(config)
-    with progress(label, len(paths)) as advance:
-        for start in range(0, len(paths), config.batch_size):
-            images = [read_image(p) for p in paths[start : start + config.batch_size]]
-            if shapes is not None:
-                shapes.extend(image.shape for image in images)
-            batch = prepare_batch(images, size, tiling)
-            device = next(model.parameters()).device
-            yield batch, model(torch.from_numpy(np.asarray(batch.images)).to(device)).cpu().numpy()
-            advance(len(images))
+    versions = 1 + (config.nuisance.copies if copies else 0)
+    if versions > 1:
+        label = f"{label} (+{versions - 1} nuisance copies each)"
+    items = _versions(paths, config, shapes, copies)
+    device = next(model.parameters()).device
+    with progress(label, len(paths) * versions) as advance:
+        while chunk := list(itertools.islice(items, config.batch_size)):
+            batch = prepare_batch([image for _, _, image in chunk], size, tiling)
+            features = model(torch.from_numpy(np.asarray(batch.images)).to(device)).cpu().numpy()
+            yield [(index, version) for index, version, _ in chunk], batch, features
+            advance(len(chunk))
 
 
 def fit_bank_of(model: torch.nn.Module, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress) -> FittedBank:
-    """The coreset bank of `model`'s patch features of the images at `paths` (any model from uint8 images to (N, C, h, w))."""
-    batches = ((len(batch.tiles) or len(batch.images), features) for batch, features in _feature_batches(model, paths, config, progress, "features"))
+    """The coreset bank of `model`'s patch features of the images at `paths` and their nuisance copies (any model from uint8
+    images to (N, C, h, w))."""
+    batches = ((len(batch.tiles) or len(batch.images), features) for _, batch, features in _version_batches(model, paths, config, progress, "features"))
     device = str(next(model.parameters()).device)
-    return fit_bank(batches, len(paths), config.coreset_fraction, config.coreset_count, config.projection_dim, config.seed, device)
+    return fit_bank(batches, len(paths) * (1 + config.nuisance.copies), config.coreset_fraction, config.coreset_count, config.projection_dim, config.seed, device)
 
 
 def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
@@ -131,15 +154,18 @@ def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[
 
 
 def _per_image(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
-               shapes: list) -> list[tuple[Batch, np.ndarray]]:
-    """Per image: its layout (one frame; its tiles when tiling) and its features (T, C, h, w), extracted once."""
-    out = []
-    for batch, features in _feature_batches(model, paths, config, progress, label, shapes):
+               shapes: list) -> list[list[tuple[Batch, np.ndarray]]]:
+    """Per image, per version (the image, then its nuisance copies): its layout (one frame; its tiles when tiling)
+    and its features (T, C, h, w), extracted once."""
+    out: list[list[tuple[Batch, np.ndarray]]] = [[] for _ in paths]
+    for keys, batch, features in _version_batches(model, paths, config, progress, label, shapes):
         if not batch.tiles:
-            out += [(Batch(np.empty(0, np.uint8)), features[i : i + 1]) for i in range(features.shape[0])]
+            items = [(Batch(np.empty(0, np.uint8)), features[i : i + 1]) for i in range(features.shape[0])]
         else:
-            out += [(Batch(np.empty(0, np.uint8), [(0, count, origins, hw)]), features[first : first + count])
-                    for first, count, origins, hw in batch.tiles]
+            items = [(Batch(np.empty(0, np.uint8), [(0, count, origins, hw)]), features[first : first + count])
+                     for first, count, origins, hw in batch.tiles]
+        for (index, _), item in zip(keys, items):
+            out[index].append(item)
     return out
 
 
@@ -165,7 +191,7 @@ def fit_patchcore(
     shapes: list = []
     per_image = _per_image(model, bank_paths, config, progress, "features", shapes)
     fitted = fit_bank(
-        ((features.shape[0], features) for _, features in per_image), len(bank_paths), config.coreset_fraction,
+        ((features.shape[0], features) for versions in per_image for _, features in versions), sum(map(len, per_image)), config.coreset_fraction,
         config.coreset_count, config.projection_dim, config.seed, str(device),
     )
     model.cpu()  # the artifact's weights and the calibration's eager backend are on the CPU
@@ -184,7 +210,8 @@ def fit_patchcore(
     )
     manifest, members = to_artifact_parts(trained)
     # k-fold cross-calibration through the runtime's kNN head and maps, from the features already extracted
-    outputs = [ImageOutputs(layout, {FEATURES_OUTPUT: features}) for layout, features in per_image]
+    # (and on the images' nuisance copies: each scored by the bank of the other folds, which holds neither it nor its image)
+    outputs = [[ImageOutputs(layout, {FEATURES_OUTPUT: features}) for layout, features in versions] for versions in per_image]
     trained.calibration = calibrate_good_images(manifest, members, trained.graphs, bank_paths, holdout_paths, config, progress, outputs)
     trained.timings_s = {
         "features": subsampled - started - fitted.coreset_s,

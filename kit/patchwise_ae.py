@@ -33,6 +33,7 @@ from edgead.kit.patchcore import TrainedPatchCore, build_feature_model, fit_bank
 from edgead.kit.training import resolve_device, run_epochs
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import read_image
+from edgead.runtime.nuisance import augment, copy_rng
 from edgead.runtime.predictor import prepare_batch
 
 METHOD = "patchwise-ae"
@@ -215,7 +216,7 @@ def train_autoencoder(
     def step(epoch: int, rng: np.random.Generator):
         order = rng.permutation(len(paths))
         for start in range(0, len(paths), config.batch_size):
-            images = [read_image(paths[i]) for i in order[start : start + config.batch_size]]
+            images = [_version(read_image(paths[i]), int(i), config, rng) for i in order[start : start + config.batch_size]]
             inputs = prepare_batch(images, size, tiling).images  # tiles, when the model is tiled
             augmented = np.stack([cutpaste(image, rng)[0] for image in inputs])
             x = torch.from_numpy(augmented).to(device)
@@ -234,6 +235,14 @@ def train_autoencoder(
     )
     encoder.requires_grad_(False)
     return state.losses
+
+
+def _version(image: np.ndarray, index: int, config: PatchwiseAEConfig, rng: np.random.Generator) -> np.ndarray:
+    """The image or one of its nuisance copies (the bank's own), drawn at random: each epoch sees one version of each image."""
+    if not config.nuisance.active:
+        return image  # no draw: the epochs' random stream stays that of a model trained without copies
+    version = int(rng.integers(0, 1 + config.nuisance.copies))
+    return image if version == 0 else augment(image, config.nuisance, copy_rng(config.seed, index, version - 1))
 
 
 def load_encoder(artifact: Artifact) -> PatchwiseEncoder:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from edgead import __version__
 from edgead.artifact import Artifact, npy_bytes
-from edgead.config import SmallAEConfig
+from edgead.config import NuisanceConfig, SmallAEConfig
 from edgead.graphs import FORMAT_VERSION, graph_spec
 from edgead.kit.eager import calibrate_good_images
 from edgead.kit.patchcore import split_holdout
@@ -33,6 +33,7 @@ from edgead.kit.svm import FittedSVM, fit_one_class_svm
 from edgead.kit.training import resolve_device, run_epochs
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import read_image
+from edgead.runtime.nuisance import with_copies
 from edgead.runtime.calibration import describe
 from edgead.runtime.inference import inference_manifest
 from edgead.runtime.preprocess import stack_batch
@@ -88,6 +89,7 @@ class TrainedSmallAE:
             f"final loss {self.losses[-1]:.5f}",
             f"patches: {PATCH_PX} px every {self.config.patch_stride_px} px of {self.config.image_size_px} px frames "
             f"({training['patches_per_frame']} per frame)",
+            f"nuisance copies: {self.config.nuisance.describe()}",
         ]
         for what, svm in (("patch", self.svm), ("dense", self.dense_svm)):
             if svm is not None:
@@ -108,9 +110,13 @@ def module_graphs(autoencoder: SmallAutoEncoder, modes: Sequence[str]) -> dict[s
     return {MODE_GRAPHS[mode]: make[MODE_GRAPHS[mode]](autoencoder).eval() for mode in modes}
 
 
-def load_frames(paths: Sequence[str | Path], size_px: int) -> np.ndarray:
-    """Images at `paths` -> (N, size, size, 3) uint8, resized as the runtime resizes frames."""
-    return stack_batch([read_image(p) for p in paths], (size_px, size_px))
+
+def load_frames(paths: Sequence[str | Path], size_px: int, nuisance: NuisanceConfig | None = None, seed: int = 0) -> np.ndarray:
+    """Images at `paths` and their nuisance copies (made at the image's own size) -> (N * (1 + copies), size, size, 3) uint8,
+    resized as the runtime resizes frames."""
+    nuisance = nuisance or NuisanceConfig(copies=0)
+    images = [image for index, path in enumerate(paths) for _, _, image in with_copies([read_image(path)], nuisance, seed, index)]
+    return stack_batch(images, (size_px, size_px))
 
 
 def random_patches(frames: np.ndarray, count: int, rng: np.random.Generator, augment: bool) -> np.ndarray:
@@ -197,7 +203,7 @@ def fit_small_ae(
     started = time.perf_counter()
     target = resolve_device(device)
     train_paths, holdout_paths = split_holdout(train_paths, config)
-    frames = load_frames(train_paths, config.image_size_px)
+    frames = load_frames(train_paths, config.image_size_px, config.nuisance, config.seed)  # training patches come from copies too
     torch.manual_seed(config.seed)
     autoencoder = SmallAutoEncoder().to(target)
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=config.lr)

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from edgead.config import NO_NUISANCE, NuisanceConfig
 from edgead.errors import ConfigError
 
 LEVELS = ("image", "patch")
@@ -60,8 +61,11 @@ class VQRestoreConfig:
     score_quantile: float | None = None
     batch_size: int = 16
     seed: int = 0
+    # augmented copies of the good images (compression, light, blur, noise, shifts): trained on, and calibrated on when held out
+    nuisance: NuisanceConfig = dataclasses.field(default_factory=NuisanceConfig)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "nuisance", NuisanceConfig.of(self.nuisance))
         if self.level not in LEVELS:
             raise ConfigError(f"--level {self.level!r}: choose image or patch")
         if self.prior_epochs is None:  # resolved here, so the stored config says what was trained
@@ -132,7 +136,7 @@ class VQRestoreConfig:
     def from_dict(cls, data: dict[str, Any]) -> VQRestoreConfig:
         from edgead.config import config_from_dict
 
-        return config_from_dict(cls, data, "vq-restore")
+        return config_from_dict(cls, data, "vq-restore", {"nuisance": NO_NUISANCE})
 
 
 def build_autoencoder(config: VQRestoreConfig) -> tuple[nn.Module, nn.Module]:

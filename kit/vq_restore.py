@@ -30,6 +30,7 @@ from edgead.kit.vq_config import PATCH_PX, VQRestoreConfig, build_autoencoder
 from edgead.kit.vqvae import VQVAE, DecoderGraph, EncoderGraph, VectorQuantizer, to_unit
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import read_image
+from edgead.runtime.nuisance import copies as nuisance_copies
 from edgead.runtime.preprocess import stack_batch
 from edgead.runtime.tiling import cut_tiles
 
@@ -73,6 +74,7 @@ class TrainedVQRestore:
             f"{book['restarts']} restarts of unused codes while training)",
             f"code grid {rest['grid'][0]}x{rest['grid'][1]} ({self.config.level} level); VQ-VAE loss {self.losses.get('vqvae', float('nan')):.5f}, "
             f"prior cross-entropy {self.losses.get('prior', float('nan')):.4f} nats per code",
+            f"nuisance copies: {self.config.nuisance.describe()}",
         ]
         if cal:
             lines.append(
@@ -108,9 +110,16 @@ def turns_of(config: VQRestoreConfig) -> tuple[int, ...]:
     return {"dihedral": tuple(range(8)), "flips": (0, 4), "none": (0,)}[config.augment]
 
 
-def load_training_images(paths: Sequence[str | Path], config: VQRestoreConfig) -> list[np.ndarray]:
-    """Image level: (H, W, 3) uint8 at the input size, as the runtime resizes frames; patch level: frames as they are."""
+def load_training_images(paths: Sequence[str | Path], config: VQRestoreConfig, copies_only: bool = False) -> list[np.ndarray]:
+    """Image level: (H, W, 3) uint8 at the input size, as the runtime resizes frames; patch level: frames as they are.
+
+    `copies_only`: the images' nuisance copies (config.nuisance, made at the image's own size) instead of the images.
+    """
     images = [read_image(p) for p in paths]
+    if copies_only:
+        images = [copy for index, image in enumerate(images) for copy in nuisance_copies(image, config.nuisance, config.seed, index)]
+        if not images:
+            return []
     if config.level == "image":
         return list(stack_batch(images, (config.input_px, config.input_px)))
     return images
@@ -181,11 +190,13 @@ def fit_vq_restore(
     fit_paths, holdout_paths = split_holdout(train_paths, config)
     fit_images = load_training_images(fit_paths, config)
     holdout_images = load_training_images(holdout_paths, config)
+    n_fit = len(fit_images)  # an epoch's steps count the images, not their copies: copies widen what is seen, not for how long
+    fit_images += load_training_images(fit_paths, config, copies_only=True)
     vqvae, prior = build_models(config)
     vqvae.to(where)
     prior.to(where)
     optimizers = {"vqvae": torch.optim.Adam(vqvae.parameters(), lr=config.learning_rate), "prior": torch.optim.Adam(prior.parameters(), lr=config.learning_rate)}
-    steps = max(1, math.ceil(len(fit_images) * SAMPLES_PER_IMAGE / config.batch_size))
+    steps = max(1, math.ceil(n_fit * SAMPLES_PER_IMAGE / config.batch_size))
     turns = turns_of(config)
     grids: dict[str, np.ndarray] = {}
     losses: dict[str, list[float]] = {"vqvae": [], "prior": []}

@@ -178,13 +178,15 @@ def describe(post: dict) -> list[str]:
     if not section or "scores" not in section:
         return [f"threshold: {score_text(post['image_threshold'])} from {post.get('holdout_images', '?')} held-out good images"]
     folds, held = int(section.get("folds", 0)), int(post.get("holdout_images") or 0)
+    copies = int((section.get("nuisance") or {}).get("copies", 0))
+    images = f"{section['images'] // (1 + copies)} good images and their {copies} nuisance copies each" if copies else f"{section['images']} good images"
     if folds > 1:
-        how = f"{folds}-fold cross-calibration of {section['images']} good images: each scored by a model built without its fold"
+        how = f"{folds}-fold cross-calibration of {images}: each scored by a model built without its fold"
         how += f", {held} of them held out of the model and scored by all of it" if held else ""
     elif folds == 1:
-        how = f"{section['images']} good images held out of the model"
+        how = f"{images} held out of the model"
     else:
-        how = f"the {section['images']} training images' own scores (optimistic: expect more false alarms; hold some out with --holdout)"
+        how = f"the training images' own scores ({images}) (optimistic: expect more false alarms; hold some out with --holdout)"
     low, high = min(section["scores"]), max(section["scores"])
     lines = [f"threshold: {score_text(post['image_threshold'])} for a false-alarm rate of {section['false_alarm_rate']:g} per good image "
              f"({how}; scores {score_text(low, 2)}-{score_text(high, 2)})"]

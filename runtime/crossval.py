@@ -55,3 +55,23 @@ def image_scorer(predictor, layouts: Sequence[object], map_medians: list[float] 
         return float(scores[0])
 
     return score
+
+
+def version_fold_scores(head, score, reference: Sequence[Sequence[dict[str, np.ndarray]]], folds: int, seed: int,
+                        queries: Sequence[Sequence[dict[str, np.ndarray]]] | None = None, progress: Progress = silent_progress,
+                        cache: dict | None = None) -> list[float]:
+    """Cross-calibrated scores of good images and their nuisance copies: `reference[i]` holds image i's outputs, then its copies'.
+
+    An image and its copies share a fold (a copy scored against a bank that holds its own image would score low), and a
+    fold's model is refitted from the other folds' images and copies together, as the deployed bank holds both. Scores
+    come version by version: every image, then every first copy, and so on. `queries` (same shape): the outputs scored
+    against the fold models (an engine's own), where they differ from the reference's. `score(i, grid)` is image i's score.
+    """
+    merged = [{name: np.concatenate([v[name] for v in versions]) for name in versions[0]} for versions in reference]
+    cache = {} if cache is None else cache
+    queries = reference if queries is None else queries
+    scores: list[float] = []
+    for version in range(len(reference[0])):
+        scored = [versions[version] for versions in queries]
+        scores += list(head.fold_scores(merged, score, folds, seed, queries=scored, progress=progress, cache=cache))
+    return scores

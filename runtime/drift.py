@@ -65,6 +65,13 @@ class DriftMonitor:
             return None
         return cls(calibration.quantile(quantile), predictor.threshold, window_frames, quantile)
 
+    @property
+    def state(self) -> str:
+        """For the periodic line: "filling" until the first window is full, then "DRIFT" or "ok"."""
+        if len(self.scores) < self.window_frames:
+            return "filling"
+        return "DRIFT" if self.drifting else "ok"
+
     def update(self, frame: int, score: float) -> DriftEvent | None:
         """Add one frame's score; the event if the state changed."""
         self.scores.append(float(score))
@@ -86,3 +93,60 @@ class DriftMonitor:
                        f"below {self.reference:.3f}")
         return DriftEvent("drift" if self.drifting else "drift_cleared", frame, median, self.reference, self.quantile,
                           self.window_frames, self.threshold, message)
+
+
+STORM_ADVICE = (
+    "good frames are probably scoring above the threshold (a new camera, lighting, compression or batch of material). If these "
+    "frames are good, capture some and add them to the model (`edgead capture SOURCE --out new-good`, check them, then "
+    "`edgead enroll new-good`), or retrain with the camera's frames (`edgead train new-good`); a line with this many "
+    "defects should be stopped anyway"
+)
+MIN_STORM_FRAMES = 10  # a run shorter than this says nothing: too few frames to tell a storm from a bad batch
+
+
+@dataclass(frozen=True)
+class StormEvent:
+    """More than half of the first window of a run flagged: said once, with what to do."""
+
+    event: str
+    frame: int
+    flagged: int
+    frames: int
+    share: float
+    message: str
+
+    def record(self) -> dict:
+        return {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **asdict(self)}
+
+
+class StormWatch:
+    """Counts the flagged frames of a run's first `window_frames`; more than half of them flagged is a false-alarm storm."""
+
+    def __init__(self, window_frames: int = 100) -> None:
+        if window_frames < 2:
+            raise ConfigError(f"the first window of a run must be at least 2 frames, got {window_frames}")
+        self.window_frames = window_frames
+        self.frames = self.flagged = 0
+        self.done = False
+
+    def update(self, frame: int, anomalous: bool) -> StormEvent | None:
+        """Add one frame's verdict; the event once the first window is full and more than half of it was flagged."""
+        if self.done:
+            return None
+        self.frames += 1
+        self.flagged += bool(anomalous)
+        return self._verdict(frame) if self.frames >= self.window_frames else None
+
+    def finish(self, frame: int) -> StormEvent | None:
+        """At the end of a run shorter than the window: the same verdict on the frames there were (at least MIN_STORM_FRAMES)."""
+        if self.done or self.frames < MIN_STORM_FRAMES:
+            return None
+        return self._verdict(frame)
+
+    def _verdict(self, frame: int) -> StormEvent | None:
+        self.done = True
+        share = self.flagged / max(1, self.frames)
+        if self.flagged * 2 <= self.frames:
+            return None
+        message = (f"false-alarm storm: {self.flagged} of the first {self.frames} frames ({share:.0%}) were flagged NG — {STORM_ADVICE}")
+        return StormEvent("false_alarm_storm", frame, self.flagged, self.frames, share, message)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgead.runtime.drift import DriftMonitor
+from edgead.runtime.drift import DriftMonitor, StormWatch
 from edgead.runtime.sinks import Result, Sink, WindowSink, anomaly_boxes
 from edgead.runtime.sources import Frame
 
@@ -66,11 +66,19 @@ class LiveStats:
     stage_ms: dict[str, float]
     dropped: int
     reconnects: int
+    window_frames: int = 0  # frames in this interval, and how many of them were flagged
+    window_anomalous: int = 0
+    drift: str = "off"  # the drift watch's state: "off", "filling", "ok" or "DRIFT"
+
+    @property
+    def flagged_share(self) -> float:
+        return self.anomalous / self.frames if self.frames else 0.0
 
     def line(self) -> str:
         stages = ", ".join(f"{name} {ms:.1f}" for name, ms in self.stage_ms.items())
-        return (f"{self.frames} frames ({self.anomalous} NG), {self.fps:.1f} fps, dropped {self.dropped}, "
-                f"reconnects {self.reconnects} | ms: {stages}")
+        recent = f", {self.window_anomalous / self.window_frames:.0%} of the last {self.window_frames}" if self.window_frames else ""
+        return (f"{self.frames} frames ({self.anomalous} NG: {self.flagged_share:.0%} flagged{recent}; drift {self.drift}), "
+                f"{self.fps:.1f} fps, dropped {self.dropped}, reconnects {self.reconnects} | ms: {stages}")
 
 
 @dataclass(frozen=True)
@@ -86,15 +94,23 @@ class RunSummary:
     reconnects: int
     stopped_by: str  # "end", "max_frames", "interrupt" or "window"
     drift_events: int = 0  # drift and drift-cleared events raised
+    drift: str = "off"  # the drift watch's state at the end: "off", "filling", "ok" or "DRIFT"
+    storm: bool = False  # more than half of the first window was flagged (said once during the run)
+
+    @property
+    def flagged_share(self) -> float:
+        return self.anomalous / self.frames if self.frames else 0.0
 
     def lines(self) -> list[str]:
-        head = (f"{self.frames} frames in {self.duration_s:.1f} s ({self.fps:.1f} fps), {self.anomalous} anomalous, "
-                f"dropped {self.dropped}, reconnects {self.reconnects}"
-                + (f", {self.drift_events} drift events" if self.drift_events else "") + f"; stopped by {self.stopped_by}")
+        head = (f"{self.frames} frames in {self.duration_s:.1f} s ({self.fps:.1f} fps), {self.anomalous} anomalous "
+                f"({self.flagged_share:.1%} flagged), drift {self.drift}"
+                + (f" ({self.drift_events} drift events)" if self.drift_events else "")
+                + (", false-alarm storm in the first window" if self.storm else "")
+                + f", dropped {self.dropped}, reconnects {self.reconnects}; stopped by {self.stopped_by}")
         return [head] + [f"  {name:12s} mean {ms['mean']:7.2f} ms   p95 {ms['p95']:7.2f} ms" for name, ms in self.stage_ms.items()]
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "flagged_share": self.flagged_share}
 
 
 class _Timings:
@@ -108,6 +124,7 @@ class _Timings:
 
     def _reset_window(self, now: float) -> None:
         self.window_ms, self.window_frames, self.window_started = dict.fromkeys(STAGES, 0.0), 0, now
+        self.window_anomalous = 0
 
     def add(self, marks: Sequence[float], anomalous: bool) -> None:
         """marks: the clock before capture and after each stage (len(STAGES) + 1 values, seconds)."""
@@ -118,20 +135,21 @@ class _Timings:
         self.frames += 1
         self.window_frames += 1
         self.anomalous += anomalous
+        self.window_anomalous += anomalous
 
-    def report(self, now: float, source: Any) -> LiveStats:
+    def report(self, now: float, source: Any, drift: str = "off") -> LiveStats:
         n = max(self.window_frames, 1)
         fps = self.window_frames / max(now - self.window_started, 1e-9)
         stats = LiveStats(self.frames, self.anomalous, fps, {s: ms / n for s, ms in self.window_ms.items()},
-                          _count(source, "dropped"), _count(source, "reconnects"))
+                          _count(source, "dropped"), _count(source, "reconnects"), self.window_frames, self.window_anomalous, drift)
         self._reset_window(now)
         return stats
 
-    def summary(self, now: float, source: Any, stopped_by: str, drift_events: int = 0) -> RunSummary:
+    def summary(self, now: float, source: Any, stopped_by: str, drift_events: int = 0, drift: str = "off", storm: bool = False) -> RunSummary:
         duration_s = now - self.started
         stage_ms = {s: {"mean": h.mean_ms, "p95": h.percentile_ms(95)} for s, h in self.whole.items()}
         return RunSummary(self.frames, self.anomalous, duration_s, self.frames / max(duration_s, 1e-9), stage_ms,
-                          _count(source, "dropped"), _count(source, "reconnects"), stopped_by, drift_events)
+                          _count(source, "dropped"), _count(source, "reconnects"), stopped_by, drift_events, drift, storm)
 
 
 def _count(source: Any, name: str) -> int:
@@ -175,6 +193,7 @@ def run_live(
     min_box_area_px: float = 16,
     clock: Callable[[], float] = time.perf_counter,
     drift: DriftMonitor | None = None,
+    storm: StormWatch | None = None,
 ) -> RunSummary:
     """Score every frame of `source` and hand each result to every sink until the source ends.
 
@@ -182,7 +201,10 @@ def run_live(
     closed on the way out, whatever happens; other errors propagate after that.
     `on_stats` receives a LiveStats every `report_every_s` seconds (default: logged at INFO).
     `drift` watches the frame scores: its events are logged as warnings and noted in every sink.
+    `storm` (default: over the drift window, else 100 frames) says once when more than half of the run's first
+    window is flagged — a false-alarm storm — with what to do, also for a run that ends before the window is full.
     """
+    storm = storm or StormWatch(drift.window_frames if drift else 100)
     with ExitStack() as stack:
         for closeable in (source, *sinks):
             if hasattr(closeable, "close"):
@@ -196,13 +218,15 @@ def run_live(
         log.info("scoring %s with %s at %s px", name, predictor.describe(), "x".join(map(str, predictor.size_px)))
         try:
             stopped_by = _loop(_Scorer(predictor, min_box_area_px), source, outputs, timings, clock,
-                               max_frames, report_every_s, report, drift)
+                               max_frames, report_every_s, report, drift, storm)
         except KeyboardInterrupt:
             stopped_by = "interrupt"
         except BaseException:
             log.warning("stopped after %d frames by an error", timings.frames)
             raise
-        summary = timings.summary(clock(), source, stopped_by, drift.events if drift else 0)
+        _announce(storm.finish(max(0, timings.frames - 1)), outputs)
+        summary = timings.summary(clock(), source, stopped_by, drift.events if drift else 0, _drift_state(drift),
+                                  storm.done and storm.flagged * 2 > storm.frames)
     for line in summary.lines():
         log.info("%s", line)
     return summary
@@ -210,7 +234,7 @@ def run_live(
 
 def _loop(scorer: _Scorer, source: Iterable[Frame], sinks: list[Sink], timings: _Timings, clock: Callable[[], float],
           max_frames: int | None, report_every_s: float | None, report: Callable[[LiveStats], Any],
-          drift: DriftMonitor | None = None) -> str:
+          drift: DriftMonitor | None = None, storm: StormWatch | None = None) -> str:
     frames = iter(source)
     last_report, last_start, period_s = clock(), None, 0.0
     try:
@@ -226,15 +250,12 @@ def _loop(scorer: _Scorer, source: Iterable[Frame], sinks: list[Sink], timings: 
             result = scorer.score(frame, marks, clock, 1.0 / period_s if period_s > 0 else 0.0)
             for sink in sinks:
                 sink.write(result)
-            event = drift.update(frame.index, result.score) if drift else None
-            if event:
-                log.warning("%s", event.message)
-                for sink in sinks:
-                    sink.note(event.record())
+            _announce(drift.update(frame.index, result.score) if drift else None, sinks)
+            _announce(storm.update(frame.index, result.anomalous) if storm else None, sinks)
             marks.append(clock())
             timings.add(marks, result.anomalous)
             if report_every_s is not None and marks[-1] - last_report >= report_every_s:
-                report(timings.report(marks[-1], source))
+                report(timings.report(marks[-1], source, _drift_state(drift)))
                 last_report = marks[-1]
             if any(sink.stop_requested for sink in sinks):
                 return "window"
@@ -242,3 +263,16 @@ def _loop(scorer: _Scorer, source: Iterable[Frame], sinks: list[Sink], timings: 
     finally:
         if hasattr(frames, "close"):
             frames.close()  # a generator suspended mid-source lets go of its frame
+
+
+def _announce(event: Any, sinks: Sequence[Sink]) -> None:
+    """A run event (drift, drift cleared, a false-alarm storm): a warning on the log and a line in every sink that keeps notes."""
+    if event is None:
+        return
+    log.warning("%s", event.message)
+    for sink in sinks:
+        sink.note(event.record())
+
+
+def _drift_state(drift: DriftMonitor | None) -> str:
+    return drift.state if drift else "off"

@@ -15,7 +15,8 @@ def test_every_good_image_is_scored_by_a_bank_built_without_it(tiny_trained):
     post = read_artifact(path).manifest["postprocess"]
     section = post["calibration"]
     n_bank = len(fitted.bank_images)
-    assert section["images"] == n_bank + len(fitted.holdout_images) and section["folds"] == 5
+    versions = 1 + fitted.config.nuisance.copies  # every image and its nuisance copies are scored
+    assert section["images"] == (n_bank + len(fitted.holdout_images)) * versions and section["folds"] == 5
     assert section["method"] == "5-fold cross-calibration" and section["false_alarm_rate"] == 0.01
     assert post["image_threshold"] == section["threshold"]
     manifest, members = fitted.artifact_parts()
@@ -31,7 +32,8 @@ def test_a_head_that_cannot_refit_falls_back_to_held_out_images_then_in_sample(t
     manifest, members = fitted.artifact_parts()
     held = calibrate_good_images(manifest, members, fitted.graphs, fitted.bank_images, fitted.holdout_images, fitted.config)
     assert held["calibration"]["method"] == "held-out images"
-    assert held["calibration"]["images"] == len(fitted.holdout_images) == held["holdout_images"]
+    versions = 1 + fitted.config.nuisance.copies
+    assert held["calibration"]["images"] == len(fitted.holdout_images) * versions and held["holdout_images"] == len(fitted.holdout_images)
     with caplog.at_level(logging.WARNING):
         own = calibrate_good_images(manifest, members, fitted.graphs, fitted.bank_images, [], fitted.config)
     assert own["calibration"]["method"].startswith("training images, in-sample")
@@ -43,3 +45,26 @@ def test_holdout_zero_does_not_claim_held_out_images():
     (line, note) = describe(post)
     assert "held out" not in line and "held-out" not in line
     assert "5-fold cross-calibration of 30 good images" in line and "below 1/30" in note
+
+
+def test_nuisance_copies_are_scored_by_fold_banks_that_hold_neither_them_nor_their_image(tiny_trained):
+    from edgead.artifact import Artifact
+    from edgead.kit.eager import eager_backends
+    from edgead.runtime.images import read_image
+    from edgead.runtime.nuisance import copies
+    from edgead.runtime.predictor import Predictor
+
+    fitted, path = tiny_trained
+    assert fitted.config.nuisance.copies == 2  # the default
+    post = read_artifact(path).manifest["postprocess"]
+    assert post["calibration"]["nuisance"]["copies"] == 2 and "and their 2 nuisance copies each" in describe(post)[0]
+    n_bank = len(fitted.bank_images)
+    cross = np.array(post["calibration"]["scores"][: 3 * n_bank]).reshape(3, n_bank)  # images, first copies, second copies
+    manifest, members = fitted.artifact_parts()
+    artifact = Artifact(path, manifest, members)
+    with Predictor(artifact, eager_backends(artifact, fitted.graphs), threshold=float("inf")) as predictor:
+        # the deployed bank holds every copy: in-sample, a copy scores low; cross-calibrated, its fold's bank held neither it nor its image
+        in_sample = np.array([[p.score for p in predictor.predict(copies(read_image(path), fitted.config.nuisance, fitted.config.seed, i))]
+                              for i, path in enumerate(fitted.bank_images)]).T
+    assert np.mean(cross[1:] > in_sample) >= 0.8 and cross[1:].mean() > in_sample.mean() + 0.5
+    assert not np.allclose(cross[0], cross[1])

@@ -48,7 +48,9 @@ def test_artifact_holds_the_patch_graph_both_scorers_and_the_svm(small_ae):
         # the threshold is set for the false-alarm rate from the held-out images' scores (no refit per fold)
         calibration = post["calibration"]
         assert calibration["method"] == "held-out images" and calibration["false_alarm_rate"] == 0.01
-        assert calibration["images"] == post["holdout_images"] == len(trained.holdout_images) >= 2
+        # each held-out image is scored with its nuisance copies
+        assert calibration["images"] == post["holdout_images"] * (1 + trained.config.nuisance.copies)
+        assert post["holdout_images"] == len(trained.holdout_images) >= 2
         assert post["image_threshold"] == calibration["threshold"] >= max(calibration["scores"])  # 0.01 < 1/N: above them all
 
 
@@ -81,7 +83,7 @@ def test_support_head_scores_the_latent_codes_like_scikit_learn(small_ae, tiny_d
     from sklearn.svm import OneClassSVM
 
     # the SVM of training, fitted again by scikit-learn on the very same latent codes
-    frames = load_frames(trained.train_images, trained.config.image_size_px)
+    frames = load_frames(trained.train_images, trained.config.image_size_px, trained.config.nuisance, trained.config.seed)  # and their copies
     rng = np.random.default_rng([trained.config.seed, 7919])
     fitted_on = latent_codes(trained.autoencoder, random_patches(frames, trained.config.svm_patches, rng, augment=False))
     reference = OneClassSVM(kernel="rbf", gamma=trained.svm.gamma, nu=trained.svm.nu).fit(fitted_on.astype(np.float64))

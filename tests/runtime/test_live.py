@@ -209,3 +209,48 @@ def test_any_iterable_of_frames_of_any_size_is_a_source(predictor):
     frames = [Frame(i, 0.0, np.full((40 + 30 * i, 70, 3), 120, np.uint8), "sizes") for i in range(3)]
     summary = run_live(predictor, frames)
     assert summary.frames == 3 and summary.stopped_by == "end"
+
+
+def test_periodic_line_and_summary_give_the_flagged_share_and_the_drift_state(predictor, video_path):
+    from edgead.runtime.drift import DriftMonitor
+
+    reports = []
+    drift = DriftMonitor(reference=1e9, threshold=predictor.threshold, window_frames=4)
+    summary = run_live(predictor, open_source(video_path), report_every_s=0, on_stats=reports.append, drift=drift)
+    scores = expected_scores(predictor, video_path)
+    flagged = sum(s > predictor.threshold for s in scores)
+    assert reports[0].drift == "filling" and reports[-1].drift == "ok"
+    assert f"{flagged / N_FRAMES:.0%} flagged" in reports[-1].line() and "drift ok" in reports[-1].line()
+    assert reports[-1].window_frames == 1 and reports[-1].window_anomalous == (scores[-1] > predictor.threshold)
+    assert summary.flagged_share == pytest.approx(flagged / N_FRAMES) and summary.drift == "ok" and not summary.storm
+    assert f"({flagged / N_FRAMES:.1%} flagged), drift ok" in summary.lines()[0]
+    assert summary.as_dict()["flagged_share"] == pytest.approx(flagged / N_FRAMES)
+
+
+def test_a_false_alarm_storm_is_said_once_with_what_to_do(predictor, video_path, tmp_path, caplog):
+    predictor.threshold = -1.0  # every frame NG, as when every good frame scores above a threshold set on lossless crops
+    with caplog.at_level("WARNING"):
+        summary = run_live(predictor, open_source(video_path), [EventLog(tmp_path / "e.jsonl")])
+    records = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    storms = [r for r in records if r["event"] == "false_alarm_storm"]
+    assert len(storms) == 1 and storms[0]["frames"] == N_FRAMES and storms[0]["flagged"] == N_FRAMES  # the clip is shorter than a window
+    assert "edgead capture" in storms[0]["message"] and "enroll" in storms[0]["message"] and "train" in storms[0]["message"]
+    assert sum("false-alarm storm" in r.getMessage() for r in caplog.records) == 1
+    assert summary.storm and "false-alarm storm" in summary.lines()[0]
+
+
+def test_the_storm_watch_judges_the_first_window_only():
+    from edgead.runtime.drift import MIN_STORM_FRAMES, StormWatch
+
+    watch = StormWatch(window_frames=10)
+    events = [e for i in range(30) if (e := watch.update(i, i < 6 or i >= 10))]  # 6 of the first 10, then all NG
+    assert len(events) == 1 and events[0].frame == 9 and events[0].flagged == 6 and events[0].share == pytest.approx(0.6)
+    assert watch.finish(29) is None
+    calm = StormWatch(window_frames=10)
+    assert not [e for i in range(30) if (e := calm.update(i, i % 2 == 0))]  # half is not more than half
+    short = StormWatch(window_frames=100)
+    for i in range(MIN_STORM_FRAMES - 1):
+        short.update(i, True)
+    assert short.finish(MIN_STORM_FRAMES - 2) is None  # too few frames to say anything
+    short.update(MIN_STORM_FRAMES - 1, True)
+    assert short.finish(MIN_STORM_FRAMES - 1).flagged == MIN_STORM_FRAMES
