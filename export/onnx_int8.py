@@ -17,8 +17,10 @@ import numpy as np
 from edgead.errors import ConfigError, DependencyError, EdgeADError
 
 
-def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, input_name: str = "images", symmetric: bool = False) -> bytes:
+def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, input_name: str | None = None, symmetric: bool = False) -> bytes:
     """FP32 ONNX bytes -> INT8 (QDQ) ONNX bytes; calibration_images: uint8 (N, H, W, 3) good images.
+
+    input_name: the graph input they feed (default: the graph's only input: `images`, small-ae's `frames` or `patches`).
 
     symmetric: int8 activations with zero point 0 and float biases, as TensorRT requires (slower than uint8 on x86 CPUs).
     """
@@ -29,6 +31,10 @@ def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, inpu
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise DependencyError("ONNX INT8 needs onnxruntime's quantization tools: pip install 'edgead[onnx]'") from None
+
+    if input_name is None:
+        input_name = _only_input(fp32_graph)
+    calibration_images = _fit_to_input(calibration_images, _static_hw(fp32_graph, input_name))
 
     class Images(CalibrationDataReader):
         def __init__(self) -> None:
@@ -61,3 +67,43 @@ def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, inpu
         finally:
             quiet.setLevel(level)
         return target.read_bytes()
+
+
+def _only_input(graph: bytes) -> str:
+    """The name of the graph's one input; a graph with several (codes, ...) cannot be calibrated on images alone."""
+    import onnx
+
+    names = [i.name for i in onnx.load_from_string(graph).graph.input]
+    if len(names) != 1:
+        raise ConfigError(f"INT8 calibration feeds images to a graph with one input; this graph has {names}: export it in fp16 or fp32 instead")
+    return names[0]
+
+
+def _static_hw(graph: bytes, input_name: str) -> tuple[int, int] | None:
+    """(H, W) of an NHWC input whose height and width are fixed in the graph, else None (dynamic)."""
+    import onnx
+
+    for tensor in onnx.load_from_string(graph).graph.input:
+        if tensor.name == input_name:
+            dims = tensor.type.tensor_type.shape.dim
+            if len(dims) == 4 and dims[1].HasField("dim_value") and dims[2].HasField("dim_value"):
+                return dims[1].dim_value, dims[2].dim_value
+    return None
+
+
+def _fit_to_input(images: np.ndarray, hw: tuple[int, int] | None, limit: int = 256) -> np.ndarray:
+    """Calibration images as the graph sees them: whole, or cut into the patches of a patch graph's input size.
+
+    A patch graph (small-ae's 63 px `patches`) is fed crops of frames at run time; it is calibrated on crops of the
+    good images on a grid (half a patch apart), up to `limit` of them spread evenly over the images.
+    """
+    if hw is None or tuple(images.shape[1:3]) == tuple(hw):
+        return images
+    (h, w), (height, width) = hw, images.shape[1:3]
+    if h > height or w > width:
+        raise ConfigError(f"the graph takes {h}x{w} px inputs, larger than the {height}x{width} px calibration images; pass --calib DIR with larger good images")
+    ys = np.unique(np.r_[np.arange(0, height - h + 1, max(1, h // 2)), height - h])
+    xs = np.unique(np.r_[np.arange(0, width - w + 1, max(1, w // 2)), width - w])
+    origins = [(n, y, x) for n in range(len(images)) for y in ys for x in xs]
+    picked = np.linspace(0, len(origins) - 1, min(limit, len(origins))).round().astype(int)
+    return np.stack([images[n, y : y + h, x : x + w] for n, y, x in (origins[i] for i in picked)])
