@@ -32,9 +32,8 @@ def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, inpu
     except ImportError:
         raise DependencyError("ONNX INT8 needs onnxruntime's quantization tools: pip install 'edgead[onnx]'") from None
 
-    if input_name is None:
-        input_name = _only_input(fp32_graph)
-    calibration_images = _fit_to_input(calibration_images, _static_hw(fp32_graph, input_name))
+    input_name, input_hw = _image_input(fp32_graph, input_name)
+    calibration_images = _fit_to_input(calibration_images, input_hw)
 
     class Images(CalibrationDataReader):
         def __init__(self) -> None:
@@ -69,26 +68,22 @@ def quantize_onnx(fp32_graph: bytes, calibration_images: np.ndarray | None, inpu
         return target.read_bytes()
 
 
-def _only_input(graph: bytes) -> str:
-    """The name of the graph's one input; a graph with several (codes, ...) cannot be calibrated on images alone."""
+def _image_input(graph: bytes, input_name: str | None) -> tuple[str, tuple[int, int] | None]:
+    """The input the calibration images feed (by default the graph's one input) and its (H, W) where the graph fixes them.
+
+    A graph with several inputs (codes, ...) cannot be calibrated on images alone.
+    """
     import onnx
 
-    names = [i.name for i in onnx.load_from_string(graph).graph.input]
-    if len(names) != 1:
-        raise ConfigError(f"INT8 calibration feeds images to a graph with one input; this graph has {names}: export it in fp16 or fp32 instead")
-    return names[0]
-
-
-def _static_hw(graph: bytes, input_name: str) -> tuple[int, int] | None:
-    """(H, W) of an NHWC input whose height and width are fixed in the graph, else None (dynamic)."""
-    import onnx
-
-    for tensor in onnx.load_from_string(graph).graph.input:
-        if tensor.name == input_name:
-            dims = tensor.type.tensor_type.shape.dim
-            if len(dims) == 4 and dims[1].HasField("dim_value") and dims[2].HasField("dim_value"):
-                return dims[1].dim_value, dims[2].dim_value
-    return None
+    inputs = {tensor.name: tensor for tensor in onnx.load_from_string(graph).graph.input}
+    if input_name is None:
+        if len(inputs) != 1:
+            raise ConfigError(f"INT8 calibration feeds images to a graph with one input; this graph has {list(inputs)}: export it in fp16 or fp32 instead")
+        (input_name,) = inputs
+    dims = inputs[input_name].type.tensor_type.shape.dim if input_name in inputs else []
+    if len(dims) == 4 and dims[1].HasField("dim_value") and dims[2].HasField("dim_value"):
+        return input_name, (dims[1].dim_value, dims[2].dim_value)
+    return input_name, None  # dynamic height and width: whole images
 
 
 def _fit_to_input(images: np.ndarray, hw: tuple[int, int] | None, limit: int = 256) -> np.ndarray:
