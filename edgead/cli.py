@@ -764,7 +764,7 @@ def doctor():
 
 @main.command("demo-data")
 @click.argument("out_dir", type=click.Path(file_okay=False), default="demo/data")
-@click.option("--category", "categories", multiple=True, help="Only these categories (brick, grass, gravel).")
+@click.option("--category", "categories", multiple=True, help="Only these categories (brick, grass, gravel, tissue).")
 @click.option("--train", "n_train", type=click.IntRange(min=1), default=40, show_default=True,
               help="Good training crops per category; the first 40 are always the same, so the rest are unseen good crops of the training area.")
 @click.option("--test-good", "n_test_good", type=click.IntRange(min=0), default=10, show_default=True,

@@ -1,7 +1,10 @@
 """The bundled demo dataset: MVTec-layout categories cut from scikit-image's CC0 texture photos.
 
 Good images are random crops (flips, 90° rotations, a brightness jitter, a colour tint per
-category) of `skimage.data.brick()`, `grass()` and `gravel()` (512x512 gray). Training crops
+gray category) of `skimage.data.brick()`, `grass()` and `gravel()` (512x512 gray) and, as the colour
+texture `tissue`, of `skimage.data.immunohistochemistry()` (512x512 RGB, stained tissue: the defects
+must differ from the good surface in colour as well as in structure; its training crops come from the left of
+the photo and its test crops from the right). Training crops
 come from the top rows of the photo and test crops from the rows below them; the two regions
 are disjoint whenever size_px <= half the photo (at 256 px: rows 0-255 vs 256-511), otherwise
 they overlap as little as the photo allows. Defects are synthesised with exact masks:
@@ -23,9 +26,10 @@ import numpy as np
 from edgead.errors import ConfigError, DataError, DependencyError
 from edgead.runtime.images import write_image
 
-DEMO_CATEGORIES = ("brick", "grass", "gravel")
+DEMO_CATEGORIES = ("brick", "grass", "gravel", "tissue")
 DEFECT_TYPES = ("scratch", "spot", "cutpaste")
 _TINT_RGB = {"brick": (1.0, 0.82, 0.70), "grass": (0.82, 1.0, 0.70), "gravel": (0.96, 0.96, 1.0)}
+_COLOUR_PHOTOS = {"tissue": "immunohistochemistry"}  # category -> skimage.data photo, used as it is
 _STAINS_RGB = ((60, 40, 25), (150, 75, 30), (235, 230, 215), (40, 40, 45))  # oil, rust, dust, soot
 _TRAIN_FRACTION = 0.6  # of the photo's rows, when the crop size allows
 _MARKER = ".edgead-demo.json"
@@ -103,7 +107,7 @@ def _write_category(root: Path, category: str, size_px: int, n_train: int,
 
 
 def _tinted_photo(category: str) -> np.ndarray:
-    """The category's 512x512 gray photo, tinted: (H, W, 3) float32 RGB in [0, 255]."""
+    """The category's 512x512 photo, gray ones tinted: (H, W, 3) float32 RGB in [0, 255]."""
     try:
         import skimage.data
     except ImportError as error:
@@ -111,6 +115,11 @@ def _tinted_photo(category: str) -> np.ndarray:
             "the demo dataset is cut from scikit-image's sample photos — "
             "install them with `pip install edgead[train]`"
         ) from error
+    if category in _COLOUR_PHOTOS:
+        rgb = getattr(skimage.data, _COLOUR_PHOTOS[category])()[:, :, :3]
+        # transposed, so that the row split below splits the columns: the photo's top and bottom hold different
+        # tissue (its bottom half a round gland and more stroma than the top), its left and right the same kinds
+        return np.ascontiguousarray(rgb.transpose(1, 0, 2)).astype(np.float32)
     gray = getattr(skimage.data, category)().astype(np.float32)
     return gray[:, :, None] * np.array(_TINT_RGB[category], dtype=np.float32)
 

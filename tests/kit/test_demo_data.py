@@ -79,3 +79,15 @@ def test_refuses_foreign_folder(tmp_path):
 def test_unknown_category(tmp_path):
     with pytest.raises(ConfigError, match="wood"):
         make_demo_dataset(tmp_path, categories=("wood",))
+
+
+def test_tissue_is_a_colour_texture_split_by_columns(tmp_path):
+    """The colour category: its crops have colour (channels differ), and train and test crops come from disjoint halves."""
+    (root,) = make_demo_dataset(tmp_path, categories=("tissue",), **SMALL)
+    image = read_image(root / "train" / "good" / "000.png").astype(np.float32)
+    assert np.abs(image[..., 0] - image[..., 2]).mean() > 20  # stained tissue: brown and blue, not a tinted gray
+    photo = demo_data._tinted_photo("tissue")
+    import skimage.data
+    np.testing.assert_array_equal(photo[:, :, 0], skimage.data.immunohistochemistry()[:, :, 0].T)
+    train_rows, test_rows = demo_data._row_ranges(photo.shape[0], 128)
+    assert train_rows[1] + 128 <= test_rows[0]
