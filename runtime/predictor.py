@@ -256,10 +256,10 @@ class Predictor:
 
     def maps(self, grids: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Score grids -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
-        if self.smooth_frames and batch is not None and batch.tiles:  # accumulate the tiles' maps first, then smooth once
-            maps = anomaly_maps(grids, self.size_px, 0.0, self.upsample)
-            return frame_maps(maps, batch, self.tiling, self.score_quantile, self.blur_sigma_px)
         return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px, self.upsample), batch, self.tiling, self.score_quantile)
+        if self.smooth_frames and batch is not None and batch.tiles:  # accumulate the tiles' maps first, then smooth once
+            return frame_maps(anomaly_maps(grids, self.size_px, 0.0), batch, self.tiling, self.score_quantile, self.blur_sigma_px)
+        return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px), batch, self.tiling, self.score_quantile)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Score a batch of (H, W, 3) uint8 RGB images."""
