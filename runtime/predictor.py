@@ -181,7 +181,6 @@ class Predictor:
         if self.upsample not in UPSAMPLING:
             raise ArtifactError(f"{artifact.path}: postprocess.upsample {self.upsample!r} is not one of {sorted(UPSAMPLING)}")
         # "frame": tiles' maps are stitched, then smoothed (patch models); "tiles" (default): smoothed tile by tile
-        self.smooth_frames = manifest["postprocess"].get("smooth", "tiles") == "frame"
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
         self.frame_check = FrameCheck(ImageGeometry.from_manifest(manifest.get("training", {}).get("image_geometry")), self.tiling is not None)
         self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
@@ -256,10 +255,9 @@ class Predictor:
 
     def maps(self, grids: np.ndarray, batch: Batch | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Score grids -> image scores (frames,) and smoothed anomaly maps: input-sized, or stitched to the frame."""
+        # every tile's (patch's) map is smoothed, then stitched: what every model has been calibrated with, small-ae's
+        # `smooth: frame` ones included (their stitch-then-smooth-once branch was unreachable since it was written)
         return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px, self.upsample), batch, self.tiling, self.score_quantile)
-        if self.smooth_frames and batch is not None and batch.tiles:  # accumulate the tiles' maps first, then smooth once
-            return frame_maps(anomaly_maps(grids, self.size_px, 0.0), batch, self.tiling, self.score_quantile, self.blur_sigma_px)
-        return frame_maps(anomaly_maps(grids, self.size_px, self.blur_sigma_px), batch, self.tiling, self.score_quantile)
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Score a batch of (H, W, 3) uint8 RGB images."""
