@@ -62,3 +62,23 @@ def test_window_decision_refuses_windows_off_the_grid():
         svm.window_decision(np.zeros((1, 2, 8, 8)), (3, 3), np.array([0, 6]), np.array([0]))
     with pytest.raises(Exception, match="18-value windows"):
         svm.window_decision(np.zeros((1, 3, 8, 8)), (3, 3), np.array([0]), np.array([0]))
+
+
+@pytest.mark.gpu
+def test_window_decision_on_cupy_equals_numpy():
+    from edgead.errors import BackendError, DependencyError
+    from edgead.runtime.knn_gpu import import_cupy
+
+    try:
+        cupy = import_cupy()
+    except (DependencyError, BackendError) as error:
+        pytest.skip(f"no CuPy GPU here: {error}")
+    rng = np.random.default_rng(3)
+    grids = rng.normal(size=(3, 16, 66, 66)).astype(np.float32)
+    vectors = rng.normal(size=(40, 16 * 17 * 17)).astype(np.float32)
+    rows = support.patch_starts(256, 8) // 4
+    arrays = (vectors, rng.uniform(0.5, 1.0, size=40), 1 / (16 * 17 * 17 * 2), 0.3)
+    want = SupportVectors(*arrays).window_decision(grids, (17, 17), rows, rows)
+    got = SupportVectors(*arrays, xp=cupy).window_decision(grids, (17, 17), rows, rows)
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11)
