@@ -191,7 +191,7 @@ class SupportHead(Head):
 
     def describe(self) -> str:
         where = "numpy" if self.svm.xp is np else "cupy"
-        dense = f", patches every {self.stride_px} px of dense latents" if self.dense else ""
+        dense = f", patches every {self.stride_px} px of dense latents, by FFT correlation" if self.dense else ""
         return f"support (one-class SVM, {self.svm.count} x {self.svm.dim} support vectors, {where}{dense})"
 
 
