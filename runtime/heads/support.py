@@ -12,7 +12,7 @@ frame's map is each pixel's mean over the patches that cover it, as stitched pat
 windows are never gathered: |x - s|^2 = |x|^2 + |s|^2 - 2 x.s, where x.s for every window at once is the
 grid's correlation with the support vector (an FFT correlation, read off at the patch positions only by a
 partial inverse DFT) and |x|^2 a box sum of the squared grid (an integral image) — the same decision
-function, in float64, for about 1/25 of the multiply-adds of the windows' matrix product.
+function, in float64, for a seventh of the multiply-adds of the windows' matrix product.
 """
 
 from __future__ import annotations
@@ -93,9 +93,11 @@ class SupportVectors:
         integral image of the squared grid.
         """
         xp = self.xp
+        if grids.ndim != 4:
+            raise BackendError(f"the SVM takes windows of (N, C, h, w) grids, got an array of shape {grids.shape}")
         (kh, kw), channels = window_hw, grids.shape[1]
         height, width = int(rows.max()) + kh, int(cols.max()) + kw  # the cells any window covers
-        if grids.ndim != 4 or channels * kh * kw != self.dim or grids.shape[2] < height or grids.shape[3] < width:
+        if channels * kh * kw != self.dim or grids.shape[2] < height or grids.shape[3] < width:
             raise BackendError(f"the SVM takes {self.dim}-value windows of {kh}x{kw} cells; windows at rows up to {rows.max()} and columns up to {cols.max()} do not fit grids {grids.shape}")
         spectra, inverse_rows, inverse_cols = self.window_spectra(channels, (height, width), window_hw, rows, cols)
         out = xp.empty((grids.shape[0], len(rows), len(cols)), dtype=xp.float64)
