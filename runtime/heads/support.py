@@ -7,9 +7,12 @@ with numpy on the CPU and CuPy on a CUDA device. The anomaly score of a patch is
 function: positive outside the support, negative inside.
 
 The codes come per patch (stride-based patches: (N, 16, 17, 17)) or as a frame's dense latent grid
-(N, 16, h, w), in which the code of the patch at origin (4i, 4j) is the 17x17 window at (i, j): the windows
-of every patch position are read off the grid as strided views, gathered a chunk of patches at a time,
-and the frame's map is each pixel's mean over the patches that cover it, as stitched patch maps are.
+(N, 16, h, w), in which the code of the patch at origin (4i, 4j) is the 17x17 window at (i, j), and the
+frame's map is each pixel's mean over the patches that cover it, as stitched patch maps are. On a grid the
+windows are never gathered: |x - s|^2 = |x|^2 + |s|^2 - 2 x.s, where x.s for every window at once is the
+grid's correlation with the support vector (an FFT correlation, read off at the patch positions only by a
+partial inverse DFT) and |x|^2 a box sum of the squared grid (an integral image) — the same decision
+function, in float64, for a seventh of the multiply-adds of the windows' matrix product.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ SECTION_KEYS = {
     ".dim": int,
 }  # under the manifest section the head names (`svm`, or `dense_svm` for dense latents)
 CHUNK_FLOATS = 1 << 22  # kernel values per block (32 MiB in float64)
-CHUNK_PATCHES = 1024  # dense latents: patch windows gathered per block (19 MB of float32 codes)
+FRAMES_PER_BLOCK = 8  # dense latents: frames whose correlations are computed together (4.3 MB of spectra per frame per 119 support vectors)
 PATCH_PX, LATENT_PX, LATENT_STEP_PX = 63, 17, 4  # the small auto-encoder's patch, its code's side, frame px per latent cell
 
 
@@ -54,6 +57,8 @@ class SupportVectors:
         self.dual_coef = xp.asarray(dual_coef, dtype=xp.float64)
         self.sq_norms = (self.vectors**2).sum(axis=1)
         self.gamma, self.offset = float(gamma), float(offset)
+        self._spectra_key: tuple | None = None  # the layout `window_spectra` last computed for, and its arrays
+        self._spectra: tuple[Any, Any, Any] | None = None
 
     @property
     def count(self) -> int:
@@ -78,6 +83,64 @@ class SupportVectors:
             out[start : start + rows] = xp.exp(-self.gamma * sq_dist) @ self.dual_coef
         out -= self.offset
         return out if xp is np else xp.asnumpy(out)
+
+    def window_decision(self, grids: np.ndarray, window_hw: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) grids -> (N, len(rows), len(cols)) float64 decision values of the (C, kh, kw) windows with corners
+        at those cells (each window flattened in (C, kh, kw) order, as `decision` takes it); numpy out.
+
+        What `decision` gives for the copied windows, without copying them: the dot products with every support vector
+        come from an FFT correlation of the grid, read off at the windows' corners only; the windows' squared norms from an
+        integral image of the squared grid.
+        """
+        xp = self.xp
+        if grids.ndim != 4:
+            raise BackendError(f"the SVM takes windows of (N, C, h, w) grids, got an array of shape {grids.shape}")
+        (kh, kw), channels = window_hw, grids.shape[1]
+        height, width = int(rows.max()) + kh, int(cols.max()) + kw  # the cells any window covers
+        if channels * kh * kw != self.dim or grids.shape[2] < height or grids.shape[3] < width:
+            raise BackendError(f"the SVM takes {self.dim}-value windows of {kh}x{kw} cells; windows at rows up to {rows.max()} and columns up to {cols.max()} do not fit grids {grids.shape}")
+        spectra, inverse_rows, inverse_cols = self.window_spectra(channels, (height, width), window_hw, rows, cols)
+        out = xp.empty((grids.shape[0], len(rows), len(cols)), dtype=xp.float64)
+        for start in range(0, grids.shape[0], FRAMES_PER_BLOCK):
+            block = xp.asarray(grids[start : start + FRAMES_PER_BLOCK, :, :height, :width], dtype=xp.float64)
+            n = block.shape[0]
+            sums = xp.pad(xp.cumsum(xp.cumsum((block**2).sum(axis=1), axis=1), axis=2), ((0, 0), (1, 0), (1, 0)))  # integral image of x^2
+            r, c = xp.asarray(rows)[:, None], xp.asarray(cols)[None, :]
+            window_sq = sums[:, r + kh, c + kw] - sums[:, r, c + kw] - sums[:, r + kh, c] + sums[:, r, c]  # (n, gh, gw)
+            freq = xp.fft.rfft2(block).reshape(n, channels, -1).transpose(2, 1, 0)  # (F, C, n): F = h * (w//2+1) bins
+            freq = xp.matmul(spectra, xp.ascontiguousarray(freq))  # (F, S, n): the correlations' spectra, summed over C
+            freq = xp.matmul(inverse_rows, freq.reshape(height, -1)).reshape(len(rows), -1, self.count, n)  # (gh, w//2+1, S, n): inverse DFT along rows, at `rows`
+            dots = xp.tensordot(freq.real, inverse_cols[0], axes=([1], [0])) + xp.tensordot(freq.imag, inverse_cols[1], axes=([1], [0]))  # (gh, S, n, gw)
+            sq_dist = window_sq.transpose(1, 0, 2)[:, None] + self.sq_norms[None, :, None, None] - 2.0 * dots
+            xp.maximum(sq_dist, 0.0, out=sq_dist)  # rounding can take a distance of ~0 below zero
+            out[start : start + n] = xp.tensordot(xp.exp(-self.gamma * sq_dist), self.dual_coef, axes=([1], [0])).transpose(1, 0, 2)
+        out -= self.offset
+        return out if xp is np else xp.asnumpy(out)
+
+    def window_spectra(self, channels: int, grid_hw: tuple[int, int], window_hw: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> tuple[Any, Any, Any]:
+        """The support vectors' conjugate spectra on an (h, w) grid, (h * (w//2+1), S, C) complex128, and the inverse DFT's
+        matrices at `rows` (gh, h) and `cols` (real and imaginary parts, (w//2+1, gw) each), computed once per layout.
+
+        The spectra take S * C * h * (w//2+1) * 16 bytes: 68 MB for 119 support vectors on the 66x66 latent grid of a 256 px frame.
+        """
+        key = (channels, grid_hw, window_hw, rows.tobytes(), cols.tobytes())
+        if self._spectra_key != key:
+            xp, (height, width), half = self.xp, grid_hw, grid_hw[1] // 2 + 1
+            padded = xp.zeros((self.count, channels, height, width), dtype=xp.float64)
+            padded[:, :, : window_hw[0], : window_hw[1]] = self.vectors.reshape(self.count, channels, *window_hw)
+            spectra = xp.conj(xp.fft.rfft2(padded)).reshape(self.count, channels, -1).transpose(2, 0, 1)
+            weight = np.full(half, 2.0)  # the half spectrum of a real signal: every bin but 0 (and w/2) stands for two
+            weight[0] = 1.0
+            if width % 2 == 0:
+                weight[-1] = 1.0
+            inverse_rows = np.exp(2j * np.pi * np.outer(rows, np.arange(height)) / height)
+            inverse_cols = weight[:, None] * np.exp(2j * np.pi * np.outer(np.arange(half), cols) / width) / (height * width)
+            self._spectra = (
+                xp.ascontiguousarray(spectra), xp.asarray(inverse_rows),
+                (xp.asarray(inverse_cols.real.copy()), xp.asarray(-inverse_cols.imag)),
+            )
+            self._spectra_key = key
+        return self._spectra
 
 
 class SupportHead(Head):
@@ -126,23 +189,11 @@ class SupportHead(Head):
 
     def grid_scores(self, latent: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """(N, C, h, w) latents -> (N, len(rows), len(cols)) scores of the 17x17 windows at those latent rows and columns."""
-        # (N, h', w', C, 17, 17): every window, a view; a window's axes in the patch graph's order (C, 17, 17)
-        windows = np.lib.stride_tricks.sliding_window_view(latent, (LATENT_PX, LATENT_PX), axis=(2, 3)).transpose(0, 2, 3, 1, 4, 5)
-        n, gw, per = latent.shape[0], len(cols), max(1, CHUNK_PATCHES // len(cols))
-        scores = np.empty((n, len(rows), gw), dtype=np.float32)
-        block = np.empty((per * gw, *windows.shape[3:]), dtype=np.float64)  # the one copy of the codes, in the SVM's dtype
-        for i in range(n):
-            for start in range(0, len(rows), per):
-                chunk = rows[start : start + per]
-                for k, row in enumerate(chunk):
-                    block[k * gw : (k + 1) * gw] = windows[i, row, cols]
-                codes = block[: len(chunk) * gw].reshape(-1, self.svm.dim)
-                scores[i, start : start + len(chunk)] = -self.svm.decision(codes).reshape(-1, gw)
-        return scores
+        return (-self.svm.window_decision(latent, (LATENT_PX, LATENT_PX), rows, cols)).astype(np.float32)
 
     def describe(self) -> str:
         where = "numpy" if self.svm.xp is np else "cupy"
-        dense = f", patches every {self.stride_px} px of dense latents" if self.dense else ""
+        dense = f", patches every {self.stride_px} px of dense latents, by FFT correlation" if self.dense else ""
         return f"support (one-class SVM, {self.svm.count} x {self.svm.dim} support vectors, {where}{dense})"
 
 
