@@ -112,12 +112,14 @@ def calibrate_detector(trained: Any, holdout: list[np.ndarray], progress: Progre
     from edgead.kit.eager import calibrate_good_images
 
     config = trained.config
-    if config.eta is None:
+    if config.eta is None and config.anomaly_map == "restoration":
         manifest, members = trained.artifact_parts()
         manifest["postprocess"]["image_threshold"] = float("inf")
         found = search_eta(Artifact(Path("<training>"), manifest, members), trained.graphs, holdout, config.seed, progress, config.eta_defects)
         trained.restoration = {"eta": found["eta"], "eta_calibration": {k: v for k, v in found.items() if k != "eta"}}
-    else:
+    elif config.eta is not None:
         trained.restoration = {"eta": config.eta}
+    else:  # a likelihood map restores nothing: no eta to choose (the manifest keeps its placeholder, unused)
+        trained.restoration = {}
     manifest, members = trained.artifact_parts()
     trained.calibration = calibrate_good_images(manifest, members, trained.graphs, trained.fit_images, trained.holdout_images, config, progress)
