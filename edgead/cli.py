@@ -264,7 +264,7 @@ def _methods() -> list[str]:
 @click.option("--svm-patches", type=int, default=None, help="small-ae support scorer: good patches the SVM is fitted on (default 1000).")
 @click.option("--level", type=click.Choice(["image", "patch"]), default=None, help="vq-restore: codes of whole images, or of 63 px patches cut at --stride (default image).")
 @click.option("--codebook-size", type=int, default=None, help="vq-restore: codes in the VQ-VAE codebook (default 512).")
-@click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 20 at --level image, 200 at --level patch).")
+@click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 100 at --level image, 200 at --level patch).")
 @click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images and copies with synthetic defects, see --eta-defects).")
 @click.option("--passes", type=click.IntRange(min=1), default=None, help="vq-restore: prior passes of parallel restoration at most (default 1).")
 @click.option("--anomaly-map", type=click.Choice(["likelihood", "restoration"]), default=None, help="vq-restore: the map, the prior's -log p of each code (default; no restoration, no eta) or the paper's difference of restored and plain decodings.")

@@ -254,13 +254,14 @@ def test_eta_defects_option_is_checked():
 
 
 def test_prior_epochs_default_by_level_and_stored_resolved():
-    assert VQRestoreConfig().prior_epochs == 60 and VQRestoreConfig(level="patch").prior_epochs == 200
+    assert VQRestoreConfig().prior_epochs == 100 and VQRestoreConfig(level="patch").prior_epochs == 200
     assert VQRestoreConfig(level="patch", prior_epochs=3).prior_epochs == 3
     assert VQRestoreConfig.from_dict(VQRestoreConfig(level="patch").to_dict()).to_dict()["prior_epochs"] == 200
 
 
 def test_map_defaults_to_likelihood_and_models_without_the_key_restore():
     assert VQRestoreConfig().anomaly_map == "likelihood" and VQRestoreConfig().blur_sigma_px == 8.0
+    assert VQRestoreConfig(level="patch").anomaly_map == "restoration" and VQRestoreConfig(level="patch", anomaly_map="likelihood").anomaly_map == "likelihood"
     old = VQRestoreConfig().to_dict()
     del old["anomaly_map"], old["blur_sigma_px"]
     assert VQRestoreConfig.from_dict(old).anomaly_map == "restoration" and VQRestoreConfig.from_dict(old).blur_sigma_px == 0.0
