@@ -267,7 +267,7 @@ def _methods() -> list[str]:
 @click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 100 at --level image, 200 at --level patch).")
 @click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images and copies with synthetic defects, see --eta-defects).")
 @click.option("--passes", type=click.IntRange(min=1), default=None, help="vq-restore: prior passes of parallel restoration at most (default 1).")
-@click.option("--anomaly-map", type=click.Choice(["likelihood", "restoration"]), default=None, help="vq-restore: the map, the prior's -log p of each code (default; no restoration, no eta) or the paper's difference of restored and plain decodings.")
+@click.option("--anomaly-map", type=click.Choice(["likelihood", "restoration"]), default=None, help="vq-restore: the map, the prior's -log p of each code (default at --level image; no restoration, no eta) or the paper's difference of restored and plain decodings (default at --level patch).")
 @click.option("--eta-defects", type=click.Choice(["rectangles", "cutpaste", "mixed"]), default=None, help="vq-restore: defects pasted into held-out good images to calibrate eta: the paper's black/grey rectangles, CutPaste pieces of the image itself, or one of each (default rectangles).")
 @click.option("--nuisance", default=None, metavar="off|on|KEY=VALUE,...",
               help="Augmented copies of the good images, as a camera and a line change them (default on; small-ae: off): copies=N per image (2), "

@@ -1,5 +1,7 @@
 """Calibration of the restoration detector at training: eta on masked good images (the paper's way), then the threshold.
 
+eta is searched only for the restoration map; a likelihood map (`--anomaly-map likelihood`) resamples nothing.
+
 The paper tunes eta by grid search on good images and copies of them with black or grey rectangles
 of 1% of the image area, for the best AUROC. Here the held-out good images and two defective copies
 of each are scored through the runtime's Predictor (eager modules, parallel restoration) for every

@@ -3,8 +3,10 @@
 Training: the VQ-VAE on random crops (image level) or patches (patch level) of good images, then
 the prior on the code grids of the good images under the paper's augmentations (90-degree turns,
 flips), both in the shared epoch loop (`--epochs` VQ-VAE epochs, then `--prior-epochs`; `--resume`
-continues either stage). Then eta is calibrated on held-out good images and copies of them with
-small synthetic defects (`--eta-defects`), and the threshold on the held-out good images, both through the runtime.
+continues either stage). With the paper's restoration map (`--anomaly-map restoration`) eta is then
+calibrated on held-out good images and copies of them with small synthetic defects (`--eta-defects`);
+the likelihood map (the image level's default) needs none. The threshold comes from the held-out good
+images, through the runtime.
 Three graphs are exported: encoder (images -> codes), prior (codes -> log-probabilities), decoder
 (codes -> images); the runtime's `restoration` head orchestrates them.
 """

@@ -95,7 +95,7 @@ class RestorationHead(Head):
             raise ArtifactError(f"{artifact.path}: manifest key 'restoration.map' is {self.map!r}, not one of {MAPS}")
         given = [f"--{name}" for name in self.OPTIONS if options.get(name) is not None]
         if self.map == "likelihood" and given:
-            raise ConfigError(f"{' and '.join(given)} apply to restoration maps; this model scores codes by their likelihood "
+            raise ConfigError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to restoration maps; this model scores codes by their likelihood "
                               "(no restoration): leave them out, or train with --anomaly-map restoration")
         self.output = section.get("output", "codes")
         self.prior = self.backends["prior"]

@@ -313,7 +313,7 @@ def test_likelihood_map_is_the_priors_negative_log_likelihood_upsampled_and_smoo
 
 def test_restoration_options_are_refused_by_a_likelihood_model(tiny_likelihood, tiny_data_root):
     result = CliRunner().invoke(main, ["eval", str(tiny_data_root), "--model", str(tiny_likelihood), "--eta", "0.01", "-q"])
-    assert result.exit_code != 0 and "--eta apply to restoration maps" in result.output and "Traceback" not in result.output
+    assert result.exit_code != 0 and "--eta applies to restoration maps" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["bench", "--model", str(tiny_likelihood), "--iterations", "2", "--warmup", "1"])
     assert result.exit_code == 0 and "code likelihood" in result.output, result.output
 
