@@ -329,3 +329,14 @@ def test_a_manifest_without_the_map_key_restores_as_before(tiny_vq, tmp_path, ti
         assert before.scoring_head.map == "restoration"
         np.testing.assert_array_equal(np.stack([p.anomaly_map for p in before.predict(images)]), np.stack([p.anomaly_map for p in now.predict(images)]))
         assert before.scoring_head.last.changed.any()
+
+
+def test_blur_sigma_and_anomaly_map_options_reach_the_config():
+    from edgead.cli import TRAIN_FLAGS
+    from edgead.kit.detectors import build_config
+    from edgead.kit.vq_restore import DETECTOR
+
+    config = build_config(DETECTOR, {"blur_sigma_px": 4.0, "anomaly_map": "restoration"}, TRAIN_FLAGS)
+    assert config.blur_sigma_px == 4.0 and config.anomaly_map == "restoration"
+    with pytest.raises(ConfigError, match="--blur-sigma -1"):
+        VQRestoreConfig(blur_sigma_px=-1)
