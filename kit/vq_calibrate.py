@@ -1,5 +1,7 @@
 """Calibration of the restoration detector at training: eta on masked good images (the paper's way), then the threshold.
 
+eta is searched only for the restoration map; a likelihood map (`--anomaly-map likelihood`) resamples nothing.
+
 The paper tunes eta by grid search on good images and copies of them with black or grey rectangles
 of 1% of the image area, for the best AUROC. Here the held-out good images and two defective copies
 of each are scored through the runtime's Predictor (eager modules, parallel restoration) for every
@@ -112,12 +114,14 @@ def calibrate_detector(trained: Any, holdout: list[np.ndarray], progress: Progre
     from edgead.kit.eager import calibrate_good_images
 
     config = trained.config
-    if config.eta is None:
+    if config.eta is None and config.anomaly_map == "restoration":
         manifest, members = trained.artifact_parts()
         manifest["postprocess"]["image_threshold"] = float("inf")
         found = search_eta(Artifact(Path("<training>"), manifest, members), trained.graphs, holdout, config.seed, progress, config.eta_defects)
         trained.restoration = {"eta": found["eta"], "eta_calibration": {k: v for k, v in found.items() if k != "eta"}}
-    else:
+    elif config.eta is not None:
         trained.restoration = {"eta": config.eta}
+    else:  # a likelihood map restores nothing: no eta to choose (the manifest keeps its placeholder, unused)
+        trained.restoration = {}
     manifest, members = trained.artifact_parts()
     trained.calibration = calibrate_good_images(manifest, members, trained.graphs, trained.fit_images, trained.holdout_images, config, progress)

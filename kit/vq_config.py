@@ -19,6 +19,7 @@ from edgead.errors import ConfigError
 
 LEVELS = ("image", "patch")
 AUGMENTS = ("dihedral", "flips", "none")
+MAPS = ("likelihood", "restoration")  # the head's anomaly map (runtime/heads/restoration.py)
 DEFECT_KINDS = ("rectangles", "cutpaste", "mixed")  # the eta calibration's defective copies (kit/vq_calibrate.py)
 PATCH_PX = 63
 PATCH_GRID = 17
@@ -41,8 +42,9 @@ class VQRestoreConfig:
     beta: float = 0.25  # commitment weight
     crop_px: int | None = None  # image level: the VQ-VAE trains on random crops of this size (default: half the input)
     epochs: int = 20  # VQ-VAE epochs
-    # None: the level's default — image 20, patch 200 (demo brick, patch level: 200 prior epochs gave image AUROC
-    # 0.928 against 0.800 with 20; at the image level 200 did not help: README)
+    # None: the level's default — image 100, patch 200 (image level, seed-1 demo data: the prior's cross-entropy falls
+    # from 2.6-4.1 nats per code after 20 epochs to 1.5-2.8 after 100, and every map gains: README, "VQ-VAE restoration";
+    # patch level, demo brick: 200 gave image AUROC 0.928 against 0.800 with 20)
     prior_epochs: int | None = None
     prior_channels: int = 32
     prior_blocks: int = 2
@@ -55,6 +57,11 @@ class VQRestoreConfig:
     passes: int = 1  # parallel restoration: prior passes at most (1 measured best on demo brick: README)
     restoration: str = "parallel"  # the model's default at run time
     resample: str = "argmax"  # replacement: the most likely code (the paper's), or a seeded draw among the likely codes
+    # the anomaly map: the prior's -log p of each code (one prior pass; no eta, no decoding), or the paper's
+    # difference of the restored and plain decodings. None: the level's default — image likelihood (README, "VQ-VAE
+    # restoration": ablation on seed-1 demo data), patch restoration (likelihood is not measured there)
+    anomaly_map: str | None = None
+    blur_sigma_px: float = 8.0  # Gaussian smoothing of the likelihood map, px at the input size (restoration maps: bilateral_d)
     bilateral_d: int | None = None  # bilateral filter of the map (the paper: 20 px, sigmas 75); 0 turns it off
     bilateral_sigma_color: float = 75.0
     bilateral_sigma_space: float = 75.0
@@ -69,7 +76,9 @@ class VQRestoreConfig:
         if self.level not in LEVELS:
             raise ConfigError(f"--level {self.level!r}: choose image or patch")
         if self.prior_epochs is None:  # resolved here, so the stored config says what was trained
-            object.__setattr__(self, "prior_epochs", 20 if self.level == "image" else 200)
+            object.__setattr__(self, "prior_epochs", 100 if self.level == "image" else 200)
+        if self.anomaly_map is None:
+            object.__setattr__(self, "anomaly_map", "likelihood" if self.level == "image" else "restoration")
         if self.level == "image":
             if self.stride_px is not None:
                 raise ConfigError("--stride applies to --level patch (patches cut at a stride); the image level resizes whole frames")
@@ -90,6 +99,8 @@ class VQRestoreConfig:
             (0 < self.holdout_fraction < 1, f"--holdout {self.holdout_fraction}: eta and the threshold need held-out good images, give a fraction in (0, 1)"),
             (self.eta is None or 0 < self.eta < 1, f"--eta {self.eta} is out of range: the likelihood threshold must be between 0 and 1 (exclusive), e.g. 0.0005"),
             (0 < self.false_alarm_rate < 1, f"--false-alarm-rate {self.false_alarm_rate}: a fraction of good images between 0 and 1, e.g. 0.01"),
+            (self.anomaly_map in MAPS, f"--anomaly-map {self.anomaly_map!r}: choose likelihood or restoration"),
+            (self.blur_sigma_px >= 0, f"--blur-sigma {self.blur_sigma_px}: a Gaussian sigma in pixels, 0 or more"),
             (self.eta_defects in DEFECT_KINDS, f"--eta-defects {self.eta_defects!r}: choose rectangles, cutpaste or mixed"),
             (self.passes >= 1, f"--passes {self.passes}: parallel restoration needs at least one prior pass"),
             (self.restoration in ("exact", "parallel"), f"restoration {self.restoration!r}: choose exact or parallel"),
@@ -136,7 +147,7 @@ class VQRestoreConfig:
     def from_dict(cls, data: dict[str, Any]) -> VQRestoreConfig:
         from edgead.config import config_from_dict
 
-        return config_from_dict(cls, data, "vq-restore", {"nuisance": NO_NUISANCE})
+        return config_from_dict(cls, data, "vq-restore", {"nuisance": NO_NUISANCE, "anomaly_map": "restoration", "blur_sigma_px": 0.0})
 
 
 def build_autoencoder(config: VQRestoreConfig) -> tuple[nn.Module, nn.Module]:

@@ -3,8 +3,10 @@
 Training: the VQ-VAE on random crops (image level) or patches (patch level) of good images, then
 the prior on the code grids of the good images under the paper's augmentations (90-degree turns,
 flips), both in the shared epoch loop (`--epochs` VQ-VAE epochs, then `--prior-epochs`; `--resume`
-continues either stage). Then eta is calibrated on held-out good images and copies of them with
-small synthetic defects (`--eta-defects`), and the threshold on the held-out good images, both through the runtime.
+continues either stage). With the paper's restoration map (`--anomaly-map restoration`) eta is then
+calibrated on held-out good images and copies of them with small synthetic defects (`--eta-defects`);
+the likelihood map (the image level's default) needs none. The threshold comes from the held-out good
+images, through the runtime.
 Three graphs are exported: encoder (images -> codes), prior (codes -> log-probabilities), decoder
 (codes -> images); the runtime's `restoration` head orchestrates them.
 """
@@ -76,7 +78,9 @@ class TrainedVQRestore:
             f"prior cross-entropy {self.losses.get('prior', float('nan')):.4f} nats per code",
             f"nuisance copies: {self.config.nuisance.describe()}",
         ]
-        if cal:
+        if self.config.anomaly_map == "likelihood":
+            lines.append(f"anomaly map: -log p of each code under the prior, smoothed {self.config.blur_sigma_px:g} px (no restoration, no eta)")
+        elif cal:
             lines.append(
                 f"eta {rest['eta']:g}, chosen on {cal['good']} held-out good images and {cal['masked']} masked copies ({cal.get('defects', 'rectangles')}) "
                 f"(image AUROC {cal['image_auroc']:.3f}, pixel AUROC {cal['pixel_auroc']:.3f})"
@@ -85,7 +89,8 @@ class TrainedVQRestore:
             lines.append(f"eta {rest['eta']:g} (given)")
         from edgead.runtime.calibration import describe
 
-        return lines + [f"{line} ({rest['mode']} restoration)" if i == 0 else line for i, line in enumerate(describe(post))]
+        how = "likelihood map" if rest.get("map") == "likelihood" else f"{rest['mode']} restoration"
+        return lines + [f"{line} ({how})" if i == 0 else line for i, line in enumerate(describe(post))]
 
 
 def graphs_of(vqvae: VQVAE, prior: PixelSnailPrior) -> dict[str, torch.nn.Module]:
@@ -261,7 +266,7 @@ def to_artifact_parts(trained: TrainedVQRestore) -> tuple[dict, dict[str, bytes]
     restoration = {
         "level": cfg.level, "grid": [h, w], "codebook_size": k, "eta": cfg.eta if cfg.eta is not None else 5e-4,
         "passes": cfg.passes, "mode": cfg.restoration, "resample": cfg.resample, "seed": cfg.seed,
-        "chunk": 64 if patch else 8, "bilateral": cfg.bilateral, **trained.restoration,
+        "chunk": 64 if patch else 8, "bilateral": cfg.bilateral, "map": cfg.anomaly_map, **trained.restoration,
     }
     images = trained.fit_images + trained.holdout_images
     manifest = {
@@ -285,7 +290,8 @@ def to_artifact_parts(trained: TrainedVQRestore) -> tuple[dict, dict[str, bytes]
         "codebook": trained.codebook,
         "runtime": {"max_batch": 64 if patch else 8},
         "postprocess": {
-            "blur_sigma_px": 0.0,  # the head smooths with a bilateral filter instead
+            # likelihood maps: the code grid's -log p, upsampled and smoothed here; restoration maps: the head's bilateral filter
+            "blur_sigma_px": cfg.blur_sigma_px if cfg.anomaly_map == "likelihood" else 0.0,
             "score_quantile": cfg.score_quantile,
             "image_score": "max of map" if cfg.score_quantile is None else f"quantile {cfg.score_quantile} of map",
             **trained.calibration,

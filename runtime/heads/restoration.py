@@ -6,6 +6,11 @@ codes (exactly, in raster order, or in a few parallel passes), and the `decoder`
 the restored grids. The map is the squared difference of the two decodings (summed over RGB, at the
 engine input size), smoothed with a bilateral filter as in the paper; a frame whose codes were all
 likely is not decoded at all — its map is exactly zero.
+
+`restoration.map` "likelihood" (edgead's default since issue 17) scores without restoring: the map is
+the prior's negative log-likelihood of each code, -log p(z_mn | z_<mn), on the code grid (one prior
+pass, no decoding, no eta); the Predictor upsamples it and smooths it (`postprocess.blur_sigma_px`).
+Models without the key restore, as they were trained to.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import numpy as np
 from edgead.artifact import Artifact, require_keys
 from edgead.errors import ArtifactError, ConfigError
 from edgead.runtime.heads.base import Head
-from edgead.runtime.restoration import RESAMPLE, Restored, restore_exact, restore_parallel
+from edgead.runtime.restoration import RESAMPLE, Restored, code_log_likelihood, restore_exact, restore_parallel
 
 MODES = ("exact", "parallel")
+MAPS = ("restoration", "likelihood")
 GRAPHS = ("encoder", "prior", "decoder")
 SECTION_KEYS = {
     "restoration": dict,
@@ -84,6 +90,13 @@ class RestorationHead(Head):
         self.seed = int(info["seed"])
         self.chunk = max(1, int(info["chunk"]))
         self.bilateral = dict(info["bilateral"])
+        self.map = info.get("map", "restoration")  # models before the likelihood map restore
+        if self.map not in MAPS:
+            raise ArtifactError(f"{artifact.path}: manifest key 'restoration.map' is {self.map!r}, not one of {MAPS}")
+        given = [f"--{name}" for name in self.OPTIONS if options.get(name) is not None]
+        if self.map == "likelihood" and given:
+            raise ConfigError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to restoration maps; this model scores codes by their likelihood "
+                              "(no restoration): leave them out, or train with --anomaly-map restoration")
         self.output = section.get("output", "codes")
         self.prior = self.backends["prior"]
         self.decoder = self.backends["decoder"]
@@ -97,13 +110,16 @@ class RestorationHead(Head):
             raise ArtifactError(f"{self.artifact.path}: the prior engine returned {out.shape}, expected {(*codes.shape, self.codebook_size)}")
         return out.astype(np.float32, copy=False)
 
-    def restore(self, codes: np.ndarray) -> Restored:
-        """(N, h, w) int64 codes -> the restoration in this head's mode."""
-        codes = np.asarray(codes, dtype=np.int64)
+    def check_codes(self, codes: np.ndarray) -> None:
         if codes.ndim != 3 or tuple(codes.shape[1:]) != self.grid:
             raise ConfigError(f"code grid {tuple(codes.shape[1:])} is not the {self.grid} grid the prior was trained for; use the model's input size")
         if codes.size and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise ConfigError(f"codes must lie in [0, {self.codebook_size}), got {codes.min()}..{codes.max()}")
+
+    def restore(self, codes: np.ndarray) -> Restored:
+        """(N, h, w) int64 codes -> the restoration in this head's mode."""
+        codes = np.asarray(codes, dtype=np.int64)
+        self.check_codes(codes)
         if self.mode == "exact":
             return restore_exact(codes, self.prior_log_probs, self.eta, self.seed, self.resample)
         return restore_parallel(codes, self.prior_log_probs, self.eta, self.passes, self.seed, self.resample)
@@ -112,8 +128,16 @@ class RestorationHead(Head):
         """(n, h, w) codes -> (n, 3, H, W) decodings, in chunks."""
         return np.concatenate([np.asarray(self.decoder.infer(codes[s : s + self.chunk])) for s in range(0, len(codes), self.chunk)])
 
+    def negative_log_likelihood(self, codes: np.ndarray) -> np.ndarray:
+        """(N, h, w) codes -> (N, h, w) float32 -log p(z_mn | z_<mn) under the prior, one pass."""
+        self.check_codes(codes)
+        log_probs = self.prior_log_probs(codes)
+        return -code_log_likelihood(log_probs, codes).astype(np.float32)
+
     def score(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         codes = np.asarray(outputs[self.output], dtype=np.int64)
+        if self.map == "likelihood":
+            return self.negative_log_likelihood(codes)
         restored = self.restore(codes)
         self.last = restored
         changed = np.flatnonzero(restored.changed.reshape(len(codes), -1).any(axis=1))
@@ -135,5 +159,7 @@ class RestorationHead(Head):
         return cv2.bilateralFilter(difference.astype(np.float32), d, float(self.bilateral["sigma_color"]), float(self.bilateral["sigma_space"]), borderType=cv2.BORDER_REFLECT)
 
     def describe(self) -> str:
+        if self.map == "likelihood":
+            return f"code likelihood (-log p of each code under the prior, {self.grid[0]}x{self.grid[1]} codes of {self.codebook_size}, no restoration)"
         how = "exact, raster order" if self.mode == "exact" else f"parallel, at most {self.passes} prior pass{'es' if self.passes > 1 else ''}"
         return f"restoration ({how}, eta {self.eta:g}, {self.grid[0]}x{self.grid[1]} codes of {self.codebook_size})"

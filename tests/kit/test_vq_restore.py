@@ -66,10 +66,10 @@ def test_the_prior_refuses_a_grid_it_was_not_trained_for():
 
 @pytest.fixture(scope="module")
 def tiny_vq(tiny_data_root, tmp_path_factory):
-    """A vq-restore model trained by the CLI on the tiny category (eta calibrated), with ONNX and TorchScript engines."""
+    """A vq-restore model with the paper's restoration map trained by the CLI on the tiny category (eta calibrated), with ONNX and TorchScript engines."""
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("vq") / "vq.edgead"
-    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--out", str(out), "-q"]
+    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--out", str(out), "-q", "--anomaly-map", "restoration"]
     args += ["--image-size", "32", "--codebook-size", "16", "--epochs", "2", "--prior-epochs", "2", "--holdout", "0.25", "--batch-size", "4"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -254,6 +254,89 @@ def test_eta_defects_option_is_checked():
 
 
 def test_prior_epochs_default_by_level_and_stored_resolved():
-    assert VQRestoreConfig().prior_epochs == 20 and VQRestoreConfig(level="patch").prior_epochs == 200
+    assert VQRestoreConfig().prior_epochs == 100 and VQRestoreConfig(level="patch").prior_epochs == 200
     assert VQRestoreConfig(level="patch", prior_epochs=3).prior_epochs == 3
     assert VQRestoreConfig.from_dict(VQRestoreConfig(level="patch").to_dict()).to_dict()["prior_epochs"] == 200
+
+
+def test_map_defaults_to_likelihood_and_models_without_the_key_restore():
+    assert VQRestoreConfig().anomaly_map == "likelihood" and VQRestoreConfig().blur_sigma_px == 8.0
+    assert VQRestoreConfig(level="patch").anomaly_map == "restoration" and VQRestoreConfig(level="patch", anomaly_map="likelihood").anomaly_map == "likelihood"
+    old = VQRestoreConfig().to_dict()
+    del old["anomaly_map"], old["blur_sigma_px"]
+    assert VQRestoreConfig.from_dict(old).anomaly_map == "restoration" and VQRestoreConfig.from_dict(old).blur_sigma_px == 0.0
+    with pytest.raises(ConfigError, match="--anomaly-map 'ssim'"):
+        VQRestoreConfig(anomaly_map="ssim")
+
+
+@pytest.fixture(scope="module")
+def tiny_likelihood(tiny_data_root, tmp_path_factory):
+    """A vq-restore model with the default likelihood map, trained by the CLI on the tiny category."""
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("vq-likelihood") / "vq.edgead"
+    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--out", str(out), "-q"]
+    args += ["--image-size", "32", "--codebook-size", "16", "--epochs", "2", "--prior-epochs", "2", "--holdout", "0.25", "--batch-size", "4"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "-log p of each code" in result.output and "masked copies" not in result.output  # no eta search
+    return out
+
+
+def test_likelihood_map_is_the_priors_negative_log_likelihood_upsampled_and_smoothed(tiny_likelihood, tiny_data_root):
+    from edgead.kit.eager import eager_backends
+    from edgead.kit.vq_restore import DETECTOR, load_models
+    from edgead.runtime.postprocess import anomaly_maps
+
+    artifact = read_artifact(tiny_likelihood)
+    manifest = artifact.manifest
+    assert manifest["restoration"]["map"] == "likelihood" and manifest["postprocess"]["blur_sigma_px"] == 8.0
+    images = _images(tiny_data_root)
+    with Predictor(artifact, backend="onnxruntime") as engine:
+        got = np.stack([p.anomaly_map for p in engine.predict(images)])
+        assert engine.backends["prior"].name == "onnxruntime"
+    with Predictor(artifact, eager_backends(artifact, DETECTOR.load_graphs(artifact))) as eager:
+        want = np.stack([p.anomaly_map for p in eager.predict(images)])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # the same map from the training modules directly: -log p(z) of each code, bilinear to 32 px, Gaussian 8 px
+    vqvae, prior = load_models(artifact)
+    from edgead.kit.vq_restore import encode_all
+    from edgead.runtime.preprocess import stack_batch
+
+    batch = stack_batch(images, (32, 32))
+    codes = encode_all(vqvae, batch, torch.device("cpu"))
+    with torch.inference_mode():
+        log_probs = torch.log_softmax(prior(torch.from_numpy(codes)), dim=1)
+    nll = -log_probs.gather(1, torch.from_numpy(codes)[:, None]).squeeze(1).numpy()
+    assert nll.min() >= 0 and nll.std() > 0
+    np.testing.assert_allclose(want, anomaly_maps(nll, (32, 32), 8.0), rtol=1e-4, atol=1e-4)
+
+
+def test_restoration_options_are_refused_by_a_likelihood_model(tiny_likelihood, tiny_data_root):
+    result = CliRunner().invoke(main, ["eval", str(tiny_data_root), "--model", str(tiny_likelihood), "--eta", "0.01", "-q"])
+    assert result.exit_code != 0 and "--eta applies to restoration maps" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["bench", "--model", str(tiny_likelihood), "--iterations", "2", "--warmup", "1"])
+    assert result.exit_code == 0 and "code likelihood" in result.output, result.output
+
+
+def test_a_manifest_without_the_map_key_restores_as_before(tiny_vq, tmp_path, tiny_data_root):
+    artifact = read_artifact(tiny_vq)
+    manifest = json.loads(json.dumps(artifact.manifest))
+    del manifest["restoration"]["map"]
+    members = {name: artifact.member(name) for name in manifest.pop("members")}
+    old = read_artifact(write_artifact(tmp_path / "old.edgead", manifest, members))
+    images = _images(tiny_data_root)
+    with Predictor(old, backend="onnxruntime", head_options={"eta": 0.2}) as before, Predictor(artifact, backend="onnxruntime", head_options={"eta": 0.2}) as now:
+        assert before.scoring_head.map == "restoration"
+        np.testing.assert_array_equal(np.stack([p.anomaly_map for p in before.predict(images)]), np.stack([p.anomaly_map for p in now.predict(images)]))
+        assert before.scoring_head.last.changed.any()
+
+
+def test_blur_sigma_and_anomaly_map_options_reach_the_config():
+    from edgead.cli import TRAIN_FLAGS
+    from edgead.kit.detectors import build_config
+    from edgead.kit.vq_restore import DETECTOR
+
+    config = build_config(DETECTOR, {"blur_sigma_px": 4.0, "anomaly_map": "restoration"}, TRAIN_FLAGS)
+    assert config.blur_sigma_px == 4.0 and config.anomaly_map == "restoration"
+    with pytest.raises(ConfigError, match="--blur-sigma -1"):
+        VQRestoreConfig(blur_sigma_px=-1)
