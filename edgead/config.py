@@ -278,6 +278,13 @@ class SmallAEConfig:
     false_alarm_rate: float = 0.01
     blur_sigma_px: float = 4.0
     score_quantile: float | None = None
+    # the reconstruction error on a low-pass level: the difference between frame and reconstruction is Gaussian-smoothed
+    # by this sigma (px) inside the exported graph before it is squared; 0 is the paper's per-pixel squared error
+    error_sigma_px: float = 2.0
+    # plus texture_weight x the two-sided log deviation of the local error energy (Gaussian of texture_sigma_px) from its
+    # level on good frames (kit/small_ae.py ErrorSettings); 0 leaves it out
+    texture_sigma_px: float = 8.0
+    texture_weight: float = 0.5
     seed: int = 0
     # augmented copies of the good images that training patches are cut from too (--nuisance on). Off by default: on demo
     # brick they cost image AUROC 0.983 -> 0.794 (the auto-encoder learns to rebuild defects too) and the model flagged
@@ -318,6 +325,12 @@ class SmallAEConfig:
             raise ConfigError(f"score quantile must be between 0 and 1 (e.g. 0.99), got {self.score_quantile}")
         if self.blur_sigma_px < 0:
             raise ConfigError(f"blur sigma must be >= 0 px, got {self.blur_sigma_px}")
+        if not 0 <= self.error_sigma_px <= 8:
+            raise ConfigError(f"--error-sigma {self.error_sigma_px} px must be between 0 (per-pixel error) and 8 (e.g. 2)")
+        if not 0.5 <= self.texture_sigma_px <= 16:
+            raise ConfigError(f"--texture-sigma {self.texture_sigma_px} px must be between 0.5 and 16 (e.g. 8): the texture window must fit a 63 px patch")
+        if self.texture_weight < 0:
+            raise ConfigError(f"--texture-weight {self.texture_weight} must be >= 0 (0 leaves the texture term out)")
 
     @property
     def scorers(self) -> tuple[str, ...]:
@@ -340,7 +353,8 @@ class SmallAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SmallAEConfig:
-        return config_from_dict(cls, data, "small-ae", {"inference": "patches", "nuisance": NO_NUISANCE})  # models before dense inference / nuisance copies
+        # models before dense inference / nuisance copies / the low-pass error
+        return config_from_dict(cls, data, "small-ae", {"inference": "patches", "nuisance": NO_NUISANCE, "error_sigma_px": 0.0, "texture_weight": 0.0})
 
 
 def config_from_dict(cls: type, data: dict[str, Any], method: str, legacy: dict[str, Any] | None = None) -> Any:
