@@ -96,6 +96,7 @@ class TrainedSmallAE:
             f"patches: {PATCH_PX} px every {self.config.patch_stride_px} px of {self.config.image_size_px} px frames "
             f"({training['patches_per_frame']} per frame)",
             f"nuisance copies: {self.config.nuisance.describe()}",
+            f"error map: {describe_error(self.error)}",
         ]
         for what, svm in (("patch", self.svm), ("dense", self.dense_svm)):
             if svm is not None:
@@ -108,6 +109,14 @@ class TrainedSmallAE:
                 default = " (default)" if (mode, name) == (self.config.inference, self.config.scorers[0]) else ""
                 lines += [f"[{mode} {name}]{default} {line}" for line in describe(self.calibrations[mode][name])]
         return lines
+
+
+def describe_error(error: ErrorSettings) -> str:
+    """One line on what the graphs' error output is."""
+    low = f"squared error low-passed by sigma {error.lowpass_sigma_px:g} px" if error.lowpass_sigma_px > 0 else "per-pixel squared error"
+    if error.texture_weight == 0:
+        return low
+    return f"{low} / {error.lowpass_scale:.3g} + {error.texture_weight:g} x texture (log error energy over sigma {error.texture_sigma_px:g} px, both ways from good frames')"
 
 
 def module_graphs(autoencoder: SmallAutoEncoder, modes: Sequence[str], error: ErrorSettings = ErrorSettings()) -> dict[str, PatchGraph | DenseGraph]:
