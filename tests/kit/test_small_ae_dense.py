@@ -274,3 +274,17 @@ def test_models_before_the_error_settings_keep_the_per_pixel_error():
         with pytest.raises(ConfigError):
             SmallAEConfig(**bad)
     assert SmallAEConfig(score_quantile=1.0).score_quantile == 1.0  # the map's maximum
+
+
+def test_cli_options_give_back_the_papers_error_and_the_maps_maximum(tiny_data_root, tmp_path):
+    from edgead.kit.small_ae import ErrorSettings
+
+    out = tmp_path / "paper.edgead"
+    args = ["train", str(tiny_data_root), "--method", "small-ae", "--out", str(out), "--image-size", "96", "--epochs", "1",
+            "--patches-per-epoch", "64", "--holdout", "0.25", "--error-sigma", "0", "--texture-weight", "0", "--score-quantile", "1", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_artifact(out).manifest
+    assert ErrorSettings.from_dict(manifest["error_map"]) == ErrorSettings()
+    assert (manifest["config"]["error_sigma_px"], manifest["config"]["texture_weight"], manifest["postprocess"]["score_quantile"]) == (0.0, 0.0, 1.0)
+    assert SmallAEConfig().patches_per_epoch == 8192 and SmallAEConfig().score_quantile == 0.99
