@@ -208,7 +208,8 @@ TRAIN_FLAGS = {
     "lr": "--lr", "backbone_lr": "--backbone-lr", "loss_alpha": "--loss-alpha", "cutpaste_probability": "--cutpaste-probability",
     "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area",
     "patch_stride_px": "--patch-stride", "scorer": "--scorer", "inference": "--inference", "loss": "--loss", "augment": "--augment/--no-augment",
-    "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch",
+    "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch", "error_sigma_px": "--error-sigma",
+    "texture_sigma_px": "--texture-sigma", "texture_weight": "--texture-weight",
     "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
     "passes": "--passes", "eta_defects": "--eta-defects", "anomaly_map": "--anomaly-map",
 }
@@ -259,6 +260,9 @@ def _methods() -> list[str]:
 @click.option("--scorer", default=None, help="small-ae: reconstruction, support, or both comma-separated (the first is the default at run time; default reconstruction).")
 @click.option("--inference", type=click.Choice(["dense", "patches"]), default=None, help="small-ae: run-time default, whole frames through the convolutions once (dense, the default) or stride-based patches; both are stored.")
 @click.option("--loss", type=click.Choice(["l2", "ssim"]), default=None, help="small-ae: l2, or ssim (L2 + 0.5 (1 - SSIM)) (default l2).")
+@click.option("--error-sigma", "error_sigma_px", type=float, default=None, help="small-ae: Gaussian sigma (px) the difference between frame and reconstruction is smoothed by before it is squared (default 2; 0: the paper's per-pixel error).")
+@click.option("--texture-sigma", "texture_sigma_px", type=float, default=None, help="small-ae: window (Gaussian sigma, px) of the local error energy the texture term compares with good frames' (default 8).")
+@click.option("--texture-weight", type=float, default=None, help="small-ae: weight of the texture term, the two-sided log deviation of the local error energy (default 0.5; 0: left out).")
 @click.option("--augment/--no-augment", default=None, help="small-ae: random flips and 90-degree turns of training patches (default on).")
 @click.option("--svm-nu", type=float, default=None, help="small-ae support scorer: nu of the one-class SVM (default 0.1).")
 @click.option("--svm-patches", type=int, default=None, help="small-ae support scorer: good patches the SVM is fitted on (default 1000).")

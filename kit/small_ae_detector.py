@@ -12,6 +12,7 @@ of good patches). Each scorer is calibrated in each mode on held-out good images
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,10 @@ from edgead.config import NuisanceConfig, SmallAEConfig
 from edgead.graphs import FORMAT_VERSION, graph_spec
 from edgead.kit.eager import calibrate_good_images
 from edgead.kit.patchcore import split_holdout
-from edgead.kit.small_ae import LATENT_CHANNELS, LATENT_PX, LATENT_SHAPE, LATENT_STEP_PX, PATCH_PX, DenseGraph, PatchGraph, SmallAutoEncoder, dense_latent_px, parameter_count, to_unit
+from edgead.kit.small_ae import (
+    LATENT_CHANNELS, LATENT_PX, LATENT_SHAPE, LATENT_STEP_PX, PATCH_PX, TEXTURE_EPS, DenseGraph, ErrorSettings, PatchGraph, SmallAutoEncoder,
+    dense_latent_px, parameter_count, to_unit,
+)
 from edgead.kit.svm import FittedSVM, fit_one_class_svm
 from edgead.kit.training import resolve_device, run_epochs
 from edgead.progress import Progress, silent_progress
@@ -36,6 +40,7 @@ from edgead.runtime.images import read_image
 from edgead.runtime.nuisance import with_copies
 from edgead.runtime.calibration import describe
 from edgead.runtime.inference import inference_manifest
+from edgead.runtime.postprocess import smooth
 from edgead.runtime.preprocess import stack_batch
 from edgead.runtime.tiling import tile_origins
 
@@ -68,10 +73,11 @@ class TrainedSmallAE:
     holdout_images: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     dense_svm: FittedSVM | None = None  # the support scorer's SVM in dense mode (codes read off latent grids)
+    error: ErrorSettings = ErrorSettings()  # how the graphs compute the error map (fitted on good frames)
 
     @property
     def graphs(self) -> dict[str, PatchGraph | DenseGraph]:
-        return module_graphs(self.autoencoder, self.config.inference_modes)
+        return module_graphs(self.autoencoder, self.config.inference_modes, self.error)
 
     @property
     def parity_images(self) -> np.ndarray:
@@ -90,6 +96,7 @@ class TrainedSmallAE:
             f"patches: {PATCH_PX} px every {self.config.patch_stride_px} px of {self.config.image_size_px} px frames "
             f"({training['patches_per_frame']} per frame)",
             f"nuisance copies: {self.config.nuisance.describe()}",
+            f"error map: {describe_error(self.error)}",
         ]
         for what, svm in (("patch", self.svm), ("dense", self.dense_svm)):
             if svm is not None:
@@ -104,10 +111,44 @@ class TrainedSmallAE:
         return lines
 
 
-def module_graphs(autoencoder: SmallAutoEncoder, modes: Sequence[str]) -> dict[str, PatchGraph | DenseGraph]:
-    """The exported graphs of the inference `modes`, by graph name."""
+def describe_error(error: ErrorSettings) -> str:
+    """One line on what the graphs' error output is."""
+    low = f"squared error low-passed by sigma {error.lowpass_sigma_px:g} px" if error.lowpass_sigma_px > 0 else "per-pixel squared error"
+    if error.texture_weight == 0:
+        return low
+    return f"{low} / {error.lowpass_scale:.3g} + {error.texture_weight:g} x texture (log error energy over sigma {error.texture_sigma_px:g} px, both ways from good frames')"
+
+
+def module_graphs(autoencoder: SmallAutoEncoder, modes: Sequence[str], error: ErrorSettings = ErrorSettings()) -> dict[str, PatchGraph | DenseGraph]:
+    """The exported graphs of the inference `modes`, by graph name, computing the error map as `error` says."""
     make = {DENSE_GRAPH: DenseGraph, GRAPH: PatchGraph}
-    return {MODE_GRAPHS[mode]: make[MODE_GRAPHS[mode]](autoencoder).eval() for mode in modes}
+    return {MODE_GRAPHS[mode]: make[MODE_GRAPHS[mode]](autoencoder, error).eval() for mode in modes}
+
+
+@torch.inference_mode()
+def fit_error_settings(autoencoder: SmallAutoEncoder, frames: np.ndarray, config: SmallAEConfig, batch_size: int = 8) -> ErrorSettings:
+    """The error map's settings, its scales and texture reference fitted on good frames (N, S, S, 3) uint8 through the dense graph.
+
+    Each term is scaled by its 99th percentile on the frames (the low-pass term after the map's smoothing); the texture
+    reference is the median log energy. Without the texture term nothing is fitted: the low-pass error is used as it is.
+    """
+    settings = ErrorSettings(lowpass_sigma_px=config.error_sigma_px, texture_sigma_px=config.texture_sigma_px, texture_weight=config.texture_weight)
+    if config.texture_weight == 0:
+        return dataclasses.replace(settings, texture_sigma_px=0.0)
+    dense = DenseGraph(autoencoder.eval(), settings)
+    lowpass, log_energy = [], []
+    for start in range(0, len(frames), batch_size):
+        low, energy = dense.error.parts(*dense.reconstruct(torch.from_numpy(frames[start : start + batch_size]))[:2])
+        lowpass += [smooth(m, config.blur_sigma_px) for m in low.numpy()]
+        log_energy.append(torch.log(energy + TEXTURE_EPS).numpy())
+    logs = np.concatenate(log_energy).ravel()
+    log_ref = float(np.median(logs))
+    return dataclasses.replace(
+        settings,
+        lowpass_scale=max(float(np.quantile(np.stack(lowpass), 0.99)), 1e-12),
+        texture_log_ref=log_ref,
+        texture_scale=max(float(np.quantile(np.abs(logs - log_ref), 0.99)), 1e-6),
+    )
 
 
 
@@ -226,6 +267,7 @@ def fit_small_ae(
         progress=progress,
     )
     autoencoder.cpu().eval()
+    error = fit_error_settings(autoencoder, frames, config)
     trained_at = time.perf_counter()
     svm = dense_svm = None
     if "support" in config.scorers:
@@ -242,7 +284,7 @@ def fit_small_ae(
     fitted_at = time.perf_counter()
     trained = TrainedSmallAE(
         config=config, autoencoder=autoencoder, svm=svm, calibrations={}, losses=state.losses,
-        train_images=[str(p) for p in train_paths], holdout_images=[str(p) for p in holdout_paths], dense_svm=dense_svm,
+        train_images=[str(p) for p in train_paths], holdout_images=[str(p) for p in holdout_paths], dense_svm=dense_svm, error=error,
     )
     # each scorer in each mode scored as deployed (the runtime's frames or patches, head and maps) on held-out good images
     manifest, members = to_artifact_parts(trained)
@@ -355,6 +397,8 @@ def to_artifact_parts(trained: TrainedSmallAE) -> tuple[dict, dict[str, bytes]]:
             **calibrations.get(default, {}),
         },
         "runtime": top["runtime"],
+        # what the graphs' error output is (kit/small_ae.py ErrorSettings); models without it: the per-pixel squared error
+        "error_map": trained.error.to_dict(),
         "weights": {"member": WEIGHTS_MEMBER, "format": "safetensors"},
         "training": {
             "images_dir": os.path.commonpath([str(Path(p).resolve().parent) for p in trained.train_images + trained.holdout_images]),
@@ -418,7 +462,7 @@ class SmallAEDetector:
     def load_graphs(self, artifact: Artifact) -> dict[str, PatchGraph | DenseGraph]:
         """The graphs the manifest lists (models before dense inference: the patch graph alone)."""
         modes = [mode for mode, graph in MODE_GRAPHS.items() if graph in artifact.manifest["graphs"]]
-        return module_graphs(load_autoencoder(artifact), modes)
+        return module_graphs(load_autoencoder(artifact), modes, ErrorSettings.from_dict(artifact.manifest.get("error_map")))
 
 
 DETECTOR = SmallAEDetector()

@@ -75,8 +75,12 @@ def test_dense_error_map_matches_the_stride_4_patch_map_on_the_frame_interior(de
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_dense_onnx_graph_runs_frames_of_any_size_as_the_eager_graph(exporter):
+    from edgead.kit.small_ae import ErrorSettings
+
     torch.manual_seed(1)
-    graph = DenseGraph(SmallAutoEncoder()).eval()
+    # the default error map's operations: a low pass, a texture window, log and abs (scales as fitting gives them)
+    error = ErrorSettings(lowpass_sigma_px=2.0, lowpass_scale=0.01, texture_sigma_px=8.0, texture_weight=2.0, texture_log_ref=-3.0, texture_scale=1.5)
+    graph = DenseGraph(SmallAutoEncoder(), error).eval()
     spec = graph_specs({"graphs": graph_specs_of(SmallAEConfig(image_size_px=96))})["dense"]
     data = export_onnx(graph, spec=spec, exporter=exporter)
     inputs, outputs = graph_io(data)
@@ -99,9 +103,11 @@ def test_dense_torchscript_graph_runs_frames_of_any_size_as_the_eager_graph():
     import io
 
     from edgead.export.torchscript import export_torchscript
+    from edgead.kit.small_ae import ErrorSettings
 
     torch.manual_seed(1)
-    graph = DenseGraph(SmallAutoEncoder()).eval()
+    error = ErrorSettings(lowpass_sigma_px=2.0, lowpass_scale=0.01, texture_sigma_px=8.0, texture_weight=2.0, texture_log_ref=-3.0, texture_scale=1.5)
+    graph = DenseGraph(SmallAutoEncoder(), error).eval()
     spec = graph_specs({"graphs": graph_specs_of(SmallAEConfig(image_size_px=96))})["dense"]
     traced = torch.jit.load(io.BytesIO(export_torchscript(graph, spec=spec)))
     for shape in [(1, 96, 96, 3), (2, 131, 200, 3)]:  # traced on 96 px frames; the pad and the crop follow the input
@@ -214,3 +220,71 @@ def test_inference_modes_a_model_lacks_are_one_line_errors(tiny_trained, tiny_da
     config = SmallAEConfig(scorer="support", patch_stride_px=6, inference="patches")
     assert config.inference_modes == ("patches",)
     assert SmallAEConfig(patch_stride_px=6).inference_modes == ("dense", "patches")  # reconstruction alone needs no grid
+
+
+def test_default_error_map_is_low_passed_with_a_texture_term_fitted_on_good_frames(dense_ae, tiny_data_root):
+    """The scales and reference come from the training frames: there each term's 99th percentile is 1."""
+    from edgead.kit.small_ae import TEXTURE_EPS, ErrorSettings
+    from edgead.runtime.postprocess import smooth
+
+    trained, path = dense_ae
+    config, error = trained.config, trained.error
+    assert (error.lowpass_sigma_px, error.texture_sigma_px, error.texture_weight) == (config.error_sigma_px, config.texture_sigma_px, config.texture_weight) == (2.0, 8.0, 2.0)
+    artifact = read_artifact(path)
+    assert ErrorSettings.from_dict(artifact.manifest["error_map"]) == error
+    frames = load_frames(trained.train_images, 96)
+    dense = trained.graphs["dense"]
+    with torch.no_grad():
+        low, energy = dense.error.parts(*dense.reconstruct(torch.from_numpy(frames))[:2])
+    lowpass = np.stack([smooth(m, config.blur_sigma_px) for m in low.numpy()]) / error.lowpass_scale
+    texture = np.abs(np.log(energy.numpy() + TEXTURE_EPS) - error.texture_log_ref) / error.texture_scale
+    assert np.quantile(lowpass, 0.99) == pytest.approx(1.0, rel=1e-3) and np.quantile(texture, 0.99) == pytest.approx(1.0, rel=1e-3)
+    # the graphs rebuilt from the artifact (what `edgead export` and parity use) compute the same error
+    rebuilt = DETECTOR.load_graphs(artifact)
+    with torch.no_grad():
+        for name, graph in trained.graphs.items():
+            x = torch.from_numpy(frames[:2] if name == "dense" else np.ascontiguousarray(frames[:2, :63, :63]))
+            torch.testing.assert_close(rebuilt[name](x)[0], graph(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 2.0])
+def test_dense_low_pass_error_equals_the_patch_error_inside_patches(sigma):
+    from edgead.kit.small_ae import ErrorSettings
+
+    torch.manual_seed(0)
+    autoencoder = SmallAutoEncoder().eval()
+    settings = ErrorSettings(lowpass_sigma_px=sigma)
+    frame = torch.randint(0, 256, (1, 128, 160, 3), dtype=torch.uint8)
+    inner = 12 + (6 if sigma else 0)  # the low pass reaches 3 sigma further towards the patch border
+    with torch.no_grad():
+        dense_error, _ = DenseGraph(autoencoder, settings)(frame)
+        for r, c in [(32, 64), (64, 96)]:
+            error, _ = PatchGraph(autoencoder, settings)(frame[:, r : r + 63, c : c + 63].contiguous())
+            torch.testing.assert_close(error[:, inner : 63 - inner, inner : 63 - inner], dense_error[:, r + inner : r + 63 - inner, c + inner : c + 63 - inner], rtol=0, atol=1e-6)
+
+
+def test_models_before_the_error_settings_keep_the_per_pixel_error():
+    old = {k: v for k, v in SmallAEConfig().to_dict().items() if k not in ("error_sigma_px", "texture_sigma_px", "texture_weight")}
+    config = SmallAEConfig.from_dict(old)
+    assert config.error_sigma_px == 0.0 and config.texture_weight == 0.0
+    from edgead.kit.small_ae import ErrorSettings
+
+    assert ErrorSettings.from_dict(None) == ErrorSettings()  # a manifest without error_map: the paper's squared error
+    for bad in (dict(error_sigma_px=-1), dict(texture_weight=-0.5), dict(texture_sigma_px=40), dict(score_quantile=1.5)):
+        with pytest.raises(ConfigError):
+            SmallAEConfig(**bad)
+    assert SmallAEConfig(score_quantile=1.0).score_quantile == 1.0  # the map's maximum
+
+
+def test_cli_options_give_back_the_papers_error_and_the_maps_maximum(tiny_data_root, tmp_path):
+    from edgead.kit.small_ae import ErrorSettings
+
+    out = tmp_path / "paper.edgead"
+    args = ["train", str(tiny_data_root), "--method", "small-ae", "--out", str(out), "--image-size", "96", "--epochs", "1",
+            "--patches-per-epoch", "64", "--holdout", "0.25", "--error-sigma", "0", "--texture-weight", "0", "--score-quantile", "1", "-q"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_artifact(out).manifest
+    assert ErrorSettings.from_dict(manifest["error_map"]) == ErrorSettings()
+    assert (manifest["config"]["error_sigma_px"], manifest["config"]["texture_weight"], manifest["postprocess"]["score_quantile"]) == (0.0, 0.0, 1.0)
+    assert SmallAEConfig().patches_per_epoch == 8192 and SmallAEConfig().score_quantile == 0.99
