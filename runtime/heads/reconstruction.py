@@ -1,4 +1,5 @@
-"""The reconstruction head (small patch auto-encoder): the per-pixel squared error the patch graph computed, as is."""
+"""The reconstruction head (small patch auto-encoder): the error map the graph computed, as is (the manifest's error_map
+says which: the paper's per-pixel squared error, or the low-pass error with its texture term)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from edgead.runtime.heads.base import Head
 
 
 class ReconstructionHead(Head):
-    """Error maps (N, h, w) from the graph (squared error between patch and reconstruction) -> score grids (N, h, w).
+    """Error maps (N, h, w) from the graph (the error between frame or patch and its reconstruction) -> score grids (N, h, w).
 
     The error is computed inside the exported graph, so that one channel per pixel comes back from the
     engine; the Predictor accumulates the patches' grids into the frame's map (overlaps averaged).
@@ -26,4 +27,4 @@ class ReconstructionHead(Head):
         return error.astype(np.float32, copy=False)
 
     def describe(self) -> str:
-        return "reconstruction (squared error per pixel)"
+        return "reconstruction (error map computed in the graph)"
