@@ -24,15 +24,15 @@ class NuisanceConfig:
     (runtime/nuisance.py applies them). Models trained before this existed store copies=0: none.
     """
 
-    # Half the strengths first tried: at full strength (jpeg=40, light=0.2, blur=0.8, noise=3, shift=6) copies in the bank
-    # cost grass and gravel 0.034 demo image AUROC, and as calibration copies they set thresholds that passed a third to
-    # most of the line video's defects (README "Nuisance copies")
+    # the strengths first chosen; 4 copies of which 2 join the bank at a coreset share of their own (`bank`, `share`).
+    # Half these strengths kept demo AUROC but set thresholds that left the line video a false-alarm storm (README
+    # "Nuisance copies"): the calibration copies must vary at least as much as the camera's frames do
     copies: int = 4  # augmented copies per good image (0: no augmentation at all); all of them are calibration copies
-    jpeg: int = 60  # lowest JPEG quality of the recompression (qualities drawn in jpeg..95; 0: off)
-    light: float = 0.1  # largest relative shift of brightness, contrast and gamma (0: off)
-    blur: float = 0.4  # focus: largest Gaussian blur sigma, px, and as much sharpening (unsharp mask amount) the other way (0: off)
-    noise: float = 1.5  # largest sensor-noise standard deviation, grey levels (0: off)
-    shift: int = 3  # largest shift, px (0: off)
+    jpeg: int = 40  # lowest JPEG quality of the recompression (qualities drawn in jpeg..95; 0: off)
+    light: float = 0.2  # largest relative shift of brightness, contrast and gamma (0: off)
+    blur: float = 0.8  # focus: largest Gaussian blur sigma, px, and as much sharpening (unsharp mask amount) the other way (0: off)
+    noise: float = 3.0  # largest sensor-noise standard deviation, grey levels (0: off)
+    shift: int = 6  # largest shift, px (0: off)
     turns: bool = False  # 90-degree turns and flips: for textures, which look the same turned
     # memory-bank detectors: the first `bank` copies of each image join the bank, the others only the calibration
     # (models stored before this field: all copies joined the bank)
