@@ -40,7 +40,7 @@ class NuisanceConfig:
     # the coreset share of the bank copies' patch features (the images' own keep the model's coreset rule; 0: the model's
     # rule over images and copies together, as before): a few copy rows cover what compression adds, without many
     # relit or refocused rows that would accept defects (models stored before this field: 0)
-    share: float = 0.02
+    share: float = 0.01
 
     def __post_init__(self) -> None:
         if self.copies < 0 or self.copies > 16:

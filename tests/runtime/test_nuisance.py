@@ -126,9 +126,9 @@ def test_patchwise_ae_epochs_see_one_version_of_each_image():
 
 def test_bank_copies_are_a_share_of_the_copies_and_models_before_them_banked_every_copy():
     config = NuisanceConfig()
-    assert (config.copies, config.bank_copies, config.share, config.jpeg) == (4, 2, 0.02, 40)  # 2 of 4 copies in the bank
+    assert (config.copies, config.bank_copies, config.share, config.jpeg) == (4, 2, 0.01, 40)  # 2 of 4 copies in the bank
     assert NuisanceConfig(copies=1).bank_copies == 1 and NuisanceConfig(copies=0).bank_copies == 0
-    assert "2 in the bank at coreset share 0.02, all in the calibration" in config.describe()
+    assert "2 in the bank at coreset share 0.01, all in the calibration" in config.describe()
     stored = {"copies": 2, "jpeg": 40, "light": 0.2, "blur": 0.8, "noise": 3.0, "shift": 6, "turns": False}  # before bank, share
     old = PatchCoreConfig.from_dict({**PatchCoreConfig().to_dict(), "nuisance": stored}).nuisance
     assert (old.bank_copies, old.share) == (2, 0.0) and "all in the bank" in old.describe()
