@@ -274,9 +274,11 @@ def _methods() -> list[str]:
 @click.option("--anomaly-map", type=click.Choice(["likelihood", "restoration"]), default=None, help="vq-restore: the map, the prior's -log p of each code (default at --level image; no restoration, no eta) or the paper's difference of restored and plain decodings (default at --level patch).")
 @click.option("--eta-defects", type=click.Choice(["rectangles", "cutpaste", "mixed"]), default=None, help="vq-restore: defects pasted into held-out good images to calibrate eta: the paper's black/grey rectangles, CutPaste pieces of the image itself, or one of each (default rectangles).")
 @click.option("--nuisance", default=None, metavar="off|on|KEY=VALUE,...",
-              help="Augmented copies of the good images, as a camera and a line change them (default on; small-ae: off): copies=N per image (2), "
+              help="Augmented copies of the good images, as a camera and a line change them (default on; small-ae: off): copies=N per image (4), "
                    "jpeg=lowest quality (40), light=brightness/contrast/gamma shift (0.2), blur=focus: blur sigma px, or as much sharpening (0.8), noise=grey levels (3), "
-                   "shift=px (6), turns=0|1 (90-degree turns and flips, for textures; default 0); 0 turns one off, 'off' all.")
+                   "shift=px (6), turns=0|1 (90-degree turns and flips, for textures; default 0); bank=copies of each image in the memory bank (2; the others "
+                   "only calibrate), share=coreset fraction of the bank copies' features (0.01; 0: the --coreset rule for all); 0 turns one off, 'off' all. "
+                   "patchwise-ae: copies=2,bank=2,share=0 (all in the bank, as before).")
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option

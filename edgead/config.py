@@ -13,7 +13,7 @@ SCORERS = ("reconstruction", "support")
 INFERENCE_MODES = ("dense", "patches")  # small-ae: whole frames through the convolutions once, or stride-based patches
 
 
-NUISANCE_KEYS = ("copies", "jpeg", "light", "blur", "noise", "shift", "turns")
+NUISANCE_KEYS = ("copies", "jpeg", "light", "blur", "noise", "shift", "turns", "bank", "share")
 
 
 @dataclass(frozen=True)
@@ -24,13 +24,23 @@ class NuisanceConfig:
     (runtime/nuisance.py applies them). Models trained before this existed store copies=0: none.
     """
 
-    copies: int = 2  # augmented copies per good image (0: no augmentation at all)
+    # the strengths first chosen; 4 copies of which 2 join the bank at a coreset share of their own (`bank`, `share`).
+    # Half these strengths kept demo AUROC but set thresholds that left the line video a false-alarm storm (README
+    # "Nuisance copies"): the calibration copies must vary at least as much as the camera's frames do
+    copies: int = 4  # augmented copies per good image (0: no augmentation at all); all of them are calibration copies
     jpeg: int = 40  # lowest JPEG quality of the recompression (qualities drawn in jpeg..95; 0: off)
     light: float = 0.2  # largest relative shift of brightness, contrast and gamma (0: off)
     blur: float = 0.8  # focus: largest Gaussian blur sigma, px, and as much sharpening (unsharp mask amount) the other way (0: off)
     noise: float = 3.0  # largest sensor-noise standard deviation, grey levels (0: off)
     shift: int = 6  # largest shift, px (0: off)
     turns: bool = False  # 90-degree turns and flips: for textures, which look the same turned
+    # memory-bank detectors: the first `bank` copies of each image join the bank, the others only the calibration
+    # (models stored before this field: all copies joined the bank)
+    bank: int = 2
+    # the coreset share of the bank copies' patch features (the images' own keep the model's coreset rule; 0: the model's
+    # rule over images and copies together, as before): a few copy rows cover what compression adds, without many
+    # relit or refocused rows that would accept defects (models stored before this field: 0)
+    share: float = 0.01
 
     def __post_init__(self) -> None:
         if self.copies < 0 or self.copies > 16:
@@ -45,10 +55,19 @@ class NuisanceConfig:
             raise ConfigError(f"--nuisance noise={self.noise}: a noise standard deviation of 0..50 grey levels (e.g. 3)")
         if self.shift < 0:
             raise ConfigError(f"--nuisance shift={self.shift}: a shift of 0 px or more (e.g. 6)")
+        if self.bank < 0:
+            raise ConfigError(f"--nuisance bank={self.bank}: give how many of the copies join the bank, 0 (calibration only) or more")
+        if not 0 <= self.share <= 1:
+            raise ConfigError(f"--nuisance share={self.share}: the coreset fraction of the bank copies' features, 0..1 (e.g. 0.02; 0: the model's own)")
 
     @property
     def active(self) -> bool:
         return self.copies > 0
+
+    @property
+    def bank_copies(self) -> int:
+        """How many copies of each image join a memory bank (the rest are scored by the calibration only)."""
+        return min(self.bank, self.copies)
 
     def describe(self) -> str:
         if not self.active:
@@ -56,7 +75,10 @@ class NuisanceConfig:
         on = [f"JPEG q{self.jpeg}-95" if self.jpeg else "", f"light ±{self.light:g}" if self.light else "",
               f"focus ±{self.blur:g}" if self.blur else "", f"noise <= {self.noise:g}" if self.noise else "",
               f"shift <= {self.shift} px" if self.shift else "", "turns and flips" if self.turns else ""]
-        return f"{self.copies} copies per good image ({', '.join(x for x in on if x) or 'unchanged'})"
+        bank = self.bank_copies
+        into = "all in the bank" if bank == self.copies else f"{bank} in the bank" if bank else "none in the bank"
+        into += f" at coreset share {self.share:g}" if bank and self.share else ""
+        return f"{self.copies} copies per good image ({into}, all in the calibration; {', '.join(x for x in on if x) or 'unchanged'})"
 
     @classmethod
     def parse(cls, spec: str) -> NuisanceConfig:
@@ -90,10 +112,13 @@ class NuisanceConfig:
             return value
         if not isinstance(value, dict) or set(value) - set(NUISANCE_KEYS):
             raise ConfigError(f"the model's nuisance settings {value!r} are not understood; known keys: {', '.join(NUISANCE_KEYS)}")
-        return cls(**value)
+        # stored before `bank` and `share`: every copy joined the bank, under the model's coreset rule
+        return cls(**{"bank": value.get("copies", cls.copies), "share": 0.0, **value})
 
 
 NO_NUISANCE = {"copies": 0}  # how models stored before the augmentation were trained
+# the defaults before `bank` and `share` (and what the patch-wise auto-encoder keeps): all copies in the bank, full strengths
+FIRST_NUISANCE = {"copies": 2, "jpeg": 40, "light": 0.2, "blur": 0.8, "noise": 3.0, "shift": 6, "bank": 2, "share": 0.0}
 
 
 def _nuisance_field(config: Any) -> None:
@@ -221,6 +246,9 @@ class PatchwiseAEConfig(PatchCoreConfig):
     cutpaste_probability: float = 0.5
     cutpaste_shape: str = "mixed"
     cutpaste_area: float = 0.15
+    # the nuisance defaults it was measured with (README "Nuisance copies": brick 1 of 60 good frames flagged), not
+    # PatchCore's later ones (fewer, milder copies in the bank), which it has not been measured with
+    nuisance: NuisanceConfig = dataclasses.field(default_factory=lambda: NuisanceConfig(**FIRST_NUISANCE))
 
     def __post_init__(self) -> None:
         # a 6x6 grid of 8 px patches (3x3 cells of the deeper, stride-16 stage), more with a mirrored border

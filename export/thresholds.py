@@ -111,12 +111,13 @@ def calibrate_engine(engine: Predictor, reference: Reference, manifest: dict[str
     if not engine.scoring_head.refits_per_fold or fitted == 1:
         return _shifted(engine, reference, queries, score, manifest, name)
     seed = int(manifest.get("config", {}).get("seed", 0))
+    nuisance = NuisanceConfig.of(manifest.get("config", {}).get("nuisance", NO_NUISANCE))  # which copies the bank holds
     folds = int(model["folds"]) if fitted else 1
     scores = []
     if fitted and copy_queries:  # as at training: each image and its copies in one fold, the other folds' images and copies the bank
         scores += version_fold_scores(engine.scoring_head, score, [_versions(reference, i) for i in range(fitted)], folds, seed,
                                       queries=[[q.outputs for q in [queries[i], *copy_queries[i]]] for i in range(fitted)],
-                                      cache=reference.fold_models)
+                                      cache=reference.fold_models, bank_versions=1 + nuisance.bank_copies, copy_share=nuisance.share)
     elif fitted:  # as at training: fold banks from the FP32 reference's features, each fold's own outputs scored against them
         scores += list(engine.scoring_head.fold_scores([item.outputs for item in reference.outputs[:fitted]], score, folds, seed,
                                                        queries=[item.outputs for item in queries[:fitted]], cache=reference.fold_models))

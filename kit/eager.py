@@ -100,7 +100,8 @@ def calibrate_good_images(
     images themselves, in-sample: optimistic scores, a low threshold, recorded and warned as such.
     With nuisance copies (`config.nuisance`), every scored image's copies are scored too — by the same
     fold model, which has seen neither the image nor its copies — and join the scores: the threshold is
-    set for frames as a camera delivers them, not for lossless crops alone.
+    set for frames as a camera delivers them, not for lossless crops alone. Fold models hold the other folds' images and
+    their bank copies (`nuisance.bank`, at `nuisance.share`), as the deployed bank does; the other copies are scored only.
     """
     rate = float(getattr(config, "false_alarm_rate", DEFAULT_FALSE_ALARM_RATE))
     folds = int(getattr(config, "folds", DEFAULT_FOLDS))
@@ -117,7 +118,7 @@ def calibrate_good_images(
                     outputs.append(collect_outputs(predictor, versions))
             score = image_scorer(predictor, [versions[0].layout for versions in outputs], medians)
             scores = version_fold_scores(predictor.scoring_head, score, [[v.outputs for v in versions] for versions in outputs], folds, seed,
-                                         progress=progress)
+                                         progress=progress, bank_versions=1 + nuisance.bank_copies, copy_share=nuisance.share)
             used_folds = folds
         else:
             scores, used_folds = [], 1 if holdout_paths else 0

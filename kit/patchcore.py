@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
@@ -103,9 +104,11 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
         yield batch, features
 
 
-def _versions(paths: Sequence[Path], config: PatchCoreConfig, shapes: list | None, copies: bool):
-    """(image index, version, image): each image read once, then its nuisance copies (versions 1..copies)."""
+def _versions(paths: Sequence[Path], config: PatchCoreConfig, shapes: list | None, copies: bool, bank_only: bool = False):
+    """(image index, version, image): each image read once, then its nuisance copies (versions 1..copies; 1..bank copies)."""
     nuisance = config.nuisance if copies else NuisanceConfig(copies=0)
+    if bank_only:
+        nuisance = dataclasses.replace(nuisance, copies=nuisance.bank_copies)
     for index, path in enumerate(paths):
         image = read_image(path)
         if shapes is not None:
@@ -115,14 +118,15 @@ def _versions(paths: Sequence[Path], config: PatchCoreConfig, shapes: list | Non
 
 @torch.inference_mode()  # torch applies it around every step of the generator
 def _version_batches(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
-                     shapes: list | None = None, copies: bool = True):
-    """([(image index, version)], Batch, features) per batch of images and their nuisance copies, prepared as the runtime does."""
+                     shapes: list | None = None, copies: bool = True, bank_only: bool = False):
+    """([(image index, version)], Batch, features) per batch of images and their nuisance copies (`bank_only`: the bank
+    copies only), prepared as the runtime does."""
     size = (config.image_size_px, config.image_size_px)
     tiling = tiling_of(config)
-    versions = 1 + (config.nuisance.copies if copies else 0)
+    versions = 1 + ((config.nuisance.bank_copies if bank_only else config.nuisance.copies) if copies else 0)
     if versions > 1:
         label = f"{label} (+{versions - 1} nuisance copies each)"
-    items = _versions(paths, config, shapes, copies)
+    items = _versions(paths, config, shapes, copies, bank_only)
     device = next(model.parameters()).device
     with progress(label, len(paths) * versions) as advance:
         while chunk := list(itertools.islice(items, config.batch_size)):
@@ -133,11 +137,37 @@ def _version_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
 
 
 def fit_bank_of(model: torch.nn.Module, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress) -> FittedBank:
-    """The coreset bank of `model`'s patch features of the images at `paths` and their nuisance copies (any model from uint8
+    """The coreset bank of `model`'s patch features of the images at `paths` and their bank copies (any model from uint8
     images to (N, C, h, w))."""
-    batches = ((len(batch.tiles) or len(batch.images), features) for _, batch, features in _version_batches(model, paths, config, progress, "features"))
+    if config.nuisance.share and config.nuisance.bank_copies:
+        return bank_of_versions(_per_image(model, paths, config, progress, "features", None, bank_only=True), config,
+                                str(next(model.parameters()).device))
+    batches = ((len(batch.tiles) or len(batch.images), features)
+               for _, batch, features in _version_batches(model, paths, config, progress, "features", bank_only=True))
     device = str(next(model.parameters()).device)
-    return fit_bank(batches, len(paths) * (1 + config.nuisance.copies), config.coreset_fraction, config.coreset_count, config.projection_dim, config.seed, device)
+    return fit_bank(batches, len(paths) * (1 + config.nuisance.bank_copies), config.coreset_fraction, config.coreset_count,
+                    config.projection_dim, config.seed, device)
+
+
+def bank_of_versions(per_image: Sequence[Sequence[tuple[Batch, np.ndarray]]], config: PatchCoreConfig, device: str) -> FittedBank:
+    """The bank of each image's features and its bank copies' (versions 1..bank), from `_per_image`'s lists.
+
+    With `nuisance.share`, the images' features keep the model's coreset rule and the copies' go through a coreset of
+    that fraction of their own (a few copy rows cover what compression adds without accepting relit texture as good);
+    without it, one coreset of all of them, as before the share existed.
+    """
+    used = 1 + config.nuisance.bank_copies
+    def batches(versions: slice):
+        return ((features.shape[0], features) for per in per_image for _, features in per[versions])
+    if not (config.nuisance.share and used > 1):
+        return fit_bank(batches(slice(0, used)), len(per_image) * used, config.coreset_fraction, config.coreset_count,
+                        config.projection_dim, config.seed, device)
+    own = fit_bank(batches(slice(0, 1)), len(per_image), config.coreset_fraction, config.coreset_count, config.projection_dim,
+                   config.seed, device)
+    copies = fit_bank(batches(slice(1, used)), len(per_image) * (used - 1), config.nuisance.share, None, config.projection_dim,
+                      config.seed + 1, device)
+    return FittedBank(np.concatenate([own.features, copies.features]), max(own.radius, copies.radius), own.seen + copies.seen,
+                      own.grid, own.coreset_s + copies.coreset_s)
 
 
 def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
@@ -154,11 +184,11 @@ def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[
 
 
 def _per_image(model: PatchFeatureModel, paths: Sequence[Path], config: PatchCoreConfig, progress: Progress, label: str,
-               shapes: list) -> list[list[tuple[Batch, np.ndarray]]]:
+               shapes: list | None, bank_only: bool = False) -> list[list[tuple[Batch, np.ndarray]]]:
     """Per image, per version (the image, then its nuisance copies): its layout (one frame; its tiles when tiling)
     and its features (T, C, h, w), extracted once."""
     out: list[list[tuple[Batch, np.ndarray]]] = [[] for _ in paths]
-    for keys, batch, features in _version_batches(model, paths, config, progress, label, shapes):
+    for keys, batch, features in _version_batches(model, paths, config, progress, label, shapes, bank_only=bank_only):
         if not batch.tiles:
             items = [(Batch(np.empty(0, np.uint8)), features[i : i + 1]) for i in range(features.shape[0])]
         else:
@@ -190,10 +220,7 @@ def fit_patchcore(
     bank_paths, holdout_paths = split_holdout(train_paths, config)
     shapes: list = []
     per_image = _per_image(model, bank_paths, config, progress, "features", shapes)
-    fitted = fit_bank(
-        ((features.shape[0], features) for versions in per_image for _, features in versions), sum(map(len, per_image)), config.coreset_fraction,
-        config.coreset_count, config.projection_dim, config.seed, str(device),
-    )
+    fitted = bank_of_versions(per_image, config, str(device))  # the images and their bank copies; the rest calibrate only
     model.cpu()  # the artifact's weights and the calibration's eager backend are on the CPU
     subsampled = time.perf_counter()
     trained = TrainedPatchCore(

@@ -59,19 +59,27 @@ def image_scorer(predictor, layouts: Sequence[object], map_medians: list[float] 
 
 def version_fold_scores(head, score, reference: Sequence[Sequence[dict[str, np.ndarray]]], folds: int, seed: int,
                         queries: Sequence[Sequence[dict[str, np.ndarray]]] | None = None, progress: Progress = silent_progress,
-                        cache: dict | None = None) -> list[float]:
+                        cache: dict | None = None, bank_versions: int | None = None, copy_share: float = 0.0) -> list[float]:
     """Cross-calibrated scores of good images and their nuisance copies: `reference[i]` holds image i's outputs, then its copies'.
 
     An image and its copies share a fold (a copy scored against a bank that holds its own image would score low), and a
-    fold's model is refitted from the other folds' images and copies together, as the deployed bank holds both. Scores
+    fold's model is refitted from the other folds' images and their first `bank_versions - 1` copies (None: all), as the
+    deployed bank holds them; the other copies are calibration copies, scored only. `copy_share` > 0: the copies' features
+    go through a coreset of that fraction of their own, as in the deployed bank (0: one coreset rule for all). Scores
     come version by version: every image, then every first copy, and so on. `queries` (same shape): the outputs scored
     against the fold models (an engine's own), where they differ from the reference's. `score(i, grid)` is image i's score.
     """
-    merged = [{name: np.concatenate([v[name] for v in versions]) for name in versions[0]} for versions in reference]
+    used = len(reference[0]) if bank_versions is None else max(1, min(int(bank_versions), len(reference[0])))
+    merge = 1 if copy_share > 0 else used  # with a share of their own, copies are subsampled apart from the images
+    merged = [{name: np.concatenate([v[name] for v in versions[:merge]]) for name in versions[0]} for versions in reference]
+    copies = None
+    if copy_share > 0 and used > 1:
+        copies = [{name: np.concatenate([v[name] for v in versions[1:used]]) for name in versions[0]} for versions in reference]
     cache = {} if cache is None else cache
     queries = reference if queries is None else queries
+    extra = {} if copies is None else {"copies": copies, "copy_fraction": float(copy_share)}
     scores: list[float] = []
     for version in range(len(reference[0])):
         scored = [versions[version] for versions in queries]
-        scores += list(head.fold_scores(merged, score, folds, seed, queries=scored, progress=progress, cache=cache))
+        scores += list(head.fold_scores(merged, score, folds, seed, queries=scored, progress=progress, cache=cache, **extra))
     return scores

@@ -21,7 +21,7 @@ def test_an_mjpg_video_of_good_and_defective_crops_flags_the_defects_and_not_the
     runner = CliRunner()
     trained = runner.invoke(main, ["train", str(root), "--out", "brick.edgead", "-q"])
     assert trained.exit_code == 0, trained.output
-    assert "nuisance copies: 2 copies per good image" in trained.output
+    assert "nuisance copies: 4 copies per good image (2 in the bank" in trained.output
     labels = write_line_video(root, tmp_path / "line.avi")
     events = tmp_path / "events.jsonl"
     ran = runner.invoke(main, ["run", "--video", str(tmp_path / "line.avi"), "--model", "brick.edgead", "--headless",

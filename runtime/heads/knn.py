@@ -64,6 +64,8 @@ class KnnHead(Head):
         base_bank: np.ndarray | None = None,
         base_seen: int = 0,
         cache: dict | None = None,
+        copies: Sequence[Mapping[str, np.ndarray]] | None = None,
+        copy_fraction: float | None = None,
     ) -> np.ndarray:
         """Each fold scored against a bank subsampled, with the model's coreset rule, from the other folds' features.
 
@@ -74,7 +76,8 @@ class KnnHead(Head):
         a coreset of the pool, so fold scores run a little higher (a conservative threshold).
         `base_bank` (M, C) joins every fold bank, counted as `base_seen` features seen (enroll: the bank
         before new images). `cache`: fold banks kept between calls on the same reference, folds and seed
-        (export: one set for all engines).
+        (export: one set for all engines). `copies` (per image, its bank copies' outputs) with `copy_fraction`: each
+        fold's copies go through a coreset of that fraction of their own and join the fold bank, as at training.
         """
         reference = [r[self.output] for r in reference]
         scored = reference if queries is None else [q[self.output] for q in queries]
@@ -83,6 +86,8 @@ class KnnHead(Head):
         banks = None if cache is None else cache.get((folds, seed))
         if banks is None:
             banks = self._fold_banks(reference, ids, n_folds, base_bank, base_seen, progress)
+            if copies is not None and copy_fraction:
+                banks = self._with_fold_copies(banks, [c[self.output] for c in copies], ids, n_folds, float(copy_fraction), progress)
             if cache is not None:
                 cache[(folds, seed)] = banks
         scores = np.empty(len(reference), dtype=np.float64)
@@ -122,6 +127,23 @@ class KnnHead(Head):
         k = int(info["k"])
         head = [] if base_bank is None else [np.asarray(base_bank, np.float16)]
         return [MemoryBank(np.concatenate(head + [c for j, c in enumerate(coresets) if j != fold]), k=k) for fold in range(n_folds)]
+
+    def _with_fold_copies(self, banks: list[MemoryBank], copies: Sequence[np.ndarray], ids: np.ndarray, n_folds: int,
+                          fraction: float, progress: Progress) -> list[MemoryBank]:
+        """Each fold bank joined by the other folds' copy coresets (`fraction` of their rows, subsampled per fold)."""
+        settings = self.artifact.manifest["memory_bank"].get("coreset") or {"projection_dim": 64, "seed": 0}
+        rows = [_rows(features) for features in copies]
+        coresets = []
+        with progress("fold coresets of the copies", sum(r.shape[0] for r in rows)) as advance:
+            for fold in range(n_folds):
+                members = np.flatnonzero(ids == fold)
+                sampler = StreamingCoreset(min(1.0, fraction), rows[0].shape[1], int(settings["projection_dim"]),
+                                           int(settings["seed"]) + n_folds + fold, device=self.coreset_device, progress=advance)
+                for i in members:
+                    sampler.add(rows[i])
+                coresets.append(sampler.finish().features.astype(np.float16))
+        return [MemoryBank(np.concatenate([np.asarray(bank.features, np.float16)] + [c for j, c in enumerate(coresets) if j != fold]), k=bank.k)
+                for fold, bank in enumerate(banks)]
 
     @property
     def coreset_device(self) -> str:

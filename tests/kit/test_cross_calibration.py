@@ -55,16 +55,16 @@ def test_nuisance_copies_are_scored_by_fold_banks_that_hold_neither_them_nor_the
     from edgead.runtime.predictor import Predictor
 
     fitted, path = tiny_trained
-    assert fitted.config.nuisance.copies == 2  # the default
+    assert (fitted.config.nuisance.copies, fitted.config.nuisance.bank_copies) == (4, 2)  # the defaults: 2 of 4 in the bank
     post = read_artifact(path).manifest["postprocess"]
-    assert post["calibration"]["nuisance"]["copies"] == 2 and "and their 2 nuisance copies each" in describe(post)[0]
+    assert post["calibration"]["nuisance"]["copies"] == 4 and "and their 4 nuisance copies each" in describe(post)[0]
     n_bank = len(fitted.bank_images)
-    cross = np.array(post["calibration"]["scores"][: 3 * n_bank]).reshape(3, n_bank)  # images, first copies, second copies
+    cross = np.array(post["calibration"]["scores"][: 5 * n_bank]).reshape(5, n_bank)[:3]  # images, first and second copies
     manifest, members = fitted.artifact_parts()
     artifact = Artifact(path, manifest, members)
     with Predictor(artifact, eager_backends(artifact, fitted.graphs), threshold=float("inf")) as predictor:
-        # the deployed bank holds every copy: in-sample, a copy scores low; cross-calibrated, its fold's bank held neither it nor its image
-        in_sample = np.array([[p.score for p in predictor.predict(copies(read_image(path), fitted.config.nuisance, fitted.config.seed, i))]
+        # the deployed bank holds the bank copies: in-sample, such a copy scores low; cross-calibrated, its fold's bank held neither it nor its image
+        in_sample = np.array([[p.score for p in predictor.predict(copies(read_image(path), fitted.config.nuisance, fitted.config.seed, i))[:2]]
                               for i, path in enumerate(fitted.bank_images)]).T
     assert np.mean(cross[1:] > in_sample) >= 0.8 and cross[1:].mean() > in_sample.mean() + 0.5
     assert not np.allclose(cross[0], cross[1])

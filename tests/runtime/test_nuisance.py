@@ -67,6 +67,7 @@ def test_non_square_frames_keep_their_shape_when_turned(texture):
     ("on", NuisanceConfig()),
     ("copies=4,jpeg=30,turns=1", NuisanceConfig(copies=4, jpeg=30, turns=True)),
     ("blur=0, noise=0", NuisanceConfig(blur=0, noise=0)),
+    ("bank=0,share=0.05", NuisanceConfig(bank=0, share=0.05)),
 ])
 def test_parse(spec, expected):
     assert NuisanceConfig.parse(spec) == expected
@@ -74,7 +75,8 @@ def test_parse(spec, expected):
 
 @pytest.mark.parametrize("spec, match", [
     ("copies", "KEY=VALUE"), ("colour=1", "keys copies"), ("copies=two", "whole number"), ("jpeg=99", "5..95"),
-    ("light=2", "0..0.5"), ("turns=maybe", "turns"), ("copies=-1", "copies"),
+    ("light=2", "0..0.5"), ("turns=maybe", "turns"), ("copies=-1", "copies"), ("bank=-1", "calibration only"),
+    ("share=2", "coreset fraction"),
 ])
 def test_parse_refuses_with_what_to_do(spec, match):
     with pytest.raises(ConfigError, match=match):
@@ -120,3 +122,21 @@ def test_patchwise_ae_epochs_see_one_version_of_each_image():
     on = PatchwiseAEConfig()
     seen = {_version(image, 3, on, np.random.default_rng(s)).tobytes() for s in range(12)}
     assert len(seen) == 3  # the image and its two copies, the bank's own
+
+
+def test_bank_copies_are_a_share_of_the_copies_and_models_before_them_banked_every_copy():
+    config = NuisanceConfig()
+    assert (config.copies, config.bank_copies, config.share, config.jpeg) == (4, 2, 0.01, 40)  # 2 of 4 copies in the bank
+    assert NuisanceConfig(copies=1).bank_copies == 1 and NuisanceConfig(copies=0).bank_copies == 0
+    assert "2 in the bank at coreset share 0.01, all in the calibration" in config.describe()
+    stored = {"copies": 2, "jpeg": 40, "light": 0.2, "blur": 0.8, "noise": 3.0, "shift": 6, "turns": False}  # before bank, share
+    old = PatchCoreConfig.from_dict({**PatchCoreConfig().to_dict(), "nuisance": stored}).nuisance
+    assert (old.bank_copies, old.share) == (2, 0.0) and "all in the bank" in old.describe()
+    assert PatchCoreConfig.from_dict(PatchCoreConfig().to_dict()) == PatchCoreConfig()
+
+
+def test_the_patchwise_autoencoder_keeps_the_nuisance_defaults_it_was_measured_with():
+    from edgead.config import FIRST_NUISANCE, PatchwiseAEConfig
+
+    assert PatchwiseAEConfig().nuisance == NuisanceConfig(**FIRST_NUISANCE)
+    assert PatchwiseAEConfig().nuisance.bank_copies == 2 and PatchwiseAEConfig().nuisance.share == 0
