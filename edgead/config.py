@@ -206,12 +206,15 @@ class PatchwiseAEConfig(PatchCoreConfig):
     Training fields come after PatchCore's; the bank, tiling and post-processing fields mean what they mean there.
     """
 
-    # c3: channels of the compressed patch feature (the bank's dim); the encoder's 1x1 layers go c1+c2 -> hidden -> c3
-    compressed_dim: int = 64
+    # c3: channels of the compressed patch feature (the bank's dim); the encoder's 1x1 layers go c1+c2 -> hidden -> c3.
+    # 152 = EfficientNet-Lite0's c1 + c2: on the demo data (seed 1) 64 lost 0.05 image AUROC and 0.06 AUPRO to it, 256 gained nothing
+    compressed_dim: int = 152
     # hidden width of the training-only decoder (1x1 conv, ReLU, 1x1 conv to stride x stride x 3 pixels)
     decoder_dim: int = 256
     epochs: int = 10
-    lr: float = 1e-3
+    # 1e-3 (the default before) fits the pixels better and the kNN worse: on the demo data (seed 1) the less the compression
+    # moved from its initialisation, the better the bank (40 epochs < 10 < 3 at 1e-3; 10 at 1e-4 best; README)
+    lr: float = 1e-4
     # the backbone is fine-tuned at this learning rate unless frozen
     backbone_lr: float = 1e-4
     freeze_backbone: bool = True
