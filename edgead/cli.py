@@ -206,7 +206,7 @@ TRAIN_FLAGS = {
     "pool_zero_pad": "--pool-border", "nuisance": "--nuisance",
     "compressed_dim": "--compressed-dim", "freeze_backbone": "--freeze-backbone/--fine-tune-backbone",
     "lr": "--lr", "backbone_lr": "--backbone-lr", "loss_alpha": "--loss-alpha", "cutpaste_probability": "--cutpaste-probability",
-    "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area",
+    "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area", "compress_init": "--compress-init",
     "patch_stride_px": "--patch-stride", "scorer": "--scorer", "inference": "--inference", "loss": "--loss", "augment": "--augment/--no-augment",
     "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch",
     "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
@@ -254,6 +254,7 @@ def _methods() -> list[str]:
 @click.option("--cutpaste-probability", type=float, default=None, help="patchwise-ae: chance that a training image gets a synthetic defect (default 0.5).")
 @click.option("--cutpaste-shape", type=click.Choice(["rectangle", "scar", "mixed"]), default=None, help="patchwise-ae: synthetic defect shape (default mixed).")
 @click.option("--cutpaste-area", type=float, default=None, help="patchwise-ae: largest synthetic rectangle, as a fraction of the image (default 0.15).")
+@click.option("--compress-init", type=click.Choice(["random", "identity"]), default=None, help="patchwise-ae: initialise the compression at random (default) or as the identity on PatchCore's feature (needs --compressed-dim equal to the backbone's channels).")
 @click.option("--patches-per-epoch", type=click.IntRange(min=1), default=None, help="small-ae: random 63 px training patches per epoch (default 2048).")
 @click.option("--patch-stride", "patch_stride_px", type=click.IntRange(min=1), default=None, help="small-ae: stride of the 63 px patches at run time, in pixels of the --image-size frame (default 8: 676 patches at 256 px).")
 @click.option("--scorer", default=None, help="small-ae: reconstruction, support, or both comma-separated (the first is the default at run time; default reconstruction).")

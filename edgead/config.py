@@ -197,6 +197,7 @@ class PatchCoreConfig:
 
 
 CUTPASTE_SHAPES = ("rectangle", "scar", "mixed")
+COMPRESS_INITS = ("random", "identity")
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,9 @@ class PatchwiseAEConfig(PatchCoreConfig):
     cutpaste_probability: float = 0.5
     cutpaste_shape: str = "mixed"
     cutpaste_area: float = 0.15
+    # the compression's initialisation: "random" (PyTorch's default), or "identity" (hidden = 2 x c3, weights [I; -I] then
+    # [I, -I], so that it starts as PatchCore's feature exactly; needs --compressed-dim equal to the backbone's channels)
+    compress_init: str = "random"
 
     def __post_init__(self) -> None:
         # a 6x6 grid of 8 px patches (3x3 cells of the deeper, stride-16 stage), more with a mirrored border
@@ -249,6 +253,8 @@ class PatchwiseAEConfig(PatchCoreConfig):
             raise ConfigError(f"--cutpaste-shape {self.cutpaste_shape!r}: choose one of {', '.join(CUTPASTE_SHAPES)}")
         if not 0 < self.cutpaste_area <= 0.5:
             raise ConfigError(f"--cutpaste-area must be in (0, 0.5] (a fraction of the image), got {self.cutpaste_area}")
+        if self.compress_init not in COMPRESS_INITS:
+            raise ConfigError(f"--compress-init {self.compress_init!r}: choose one of {', '.join(COMPRESS_INITS)}")
 
 
 @dataclass(frozen=True)
