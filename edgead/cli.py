@@ -206,7 +206,7 @@ TRAIN_FLAGS = {
     "pool_zero_pad": "--pool-border", "nuisance": "--nuisance",
     "compressed_dim": "--compressed-dim", "freeze_backbone": "--freeze-backbone/--fine-tune-backbone",
     "lr": "--lr", "backbone_lr": "--backbone-lr", "loss_alpha": "--loss-alpha", "cutpaste_probability": "--cutpaste-probability",
-    "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area",
+    "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area", "compress_init": "--compress-init",
     "patch_stride_px": "--patch-stride", "scorer": "--scorer", "inference": "--inference", "loss": "--loss", "augment": "--augment/--no-augment",
     "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch", "error_sigma_px": "--error-sigma",
     "texture_sigma_px": "--texture-sigma", "texture_weight": "--texture-weight",
@@ -247,14 +247,15 @@ def _methods() -> list[str]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per batch (default 8; small-ae: patches per training step, default 32).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")
-@click.option("--compressed-dim", type=click.IntRange(min=1), default=None, help="patchwise-ae: channels of the compressed patch feature (default 64).")
+@click.option("--compressed-dim", type=click.IntRange(min=1), default=None, help="patchwise-ae: channels of the compressed patch feature (default 152).")
 @click.option("--freeze-backbone/--fine-tune-backbone", "freeze_backbone", default=None, help="patchwise-ae: keep the pretrained backbone fixed (default), or fine-tune it at --backbone-lr.")
-@click.option("--lr", type=float, default=None, help="Learning rate: patchwise-ae the compression and decoder layers (default 1e-3); small-ae Adam (default 2e-3).")
+@click.option("--lr", type=float, default=None, help="Learning rate: patchwise-ae the compression and decoder layers (default 1e-4); small-ae Adam (default 2e-3).")
 @click.option("--backbone-lr", type=float, default=None, help="patchwise-ae: learning rate of the backbone when fine-tuned (default 1e-4).")
 @click.option("--loss-alpha", type=float, default=None, help="patchwise-ae: weight of the patch-normalised L2 term; 1 - alpha weighs raw pixels (default 0.5).")
 @click.option("--cutpaste-probability", type=float, default=None, help="patchwise-ae: chance that a training image gets a synthetic defect (default 0.5).")
 @click.option("--cutpaste-shape", type=click.Choice(["rectangle", "scar", "mixed"]), default=None, help="patchwise-ae: synthetic defect shape (default mixed).")
 @click.option("--cutpaste-area", type=float, default=None, help="patchwise-ae: largest synthetic rectangle, as a fraction of the image (default 0.15).")
+@click.option("--compress-init", type=click.Choice(["random", "identity"]), default=None, help="patchwise-ae: initialise the compression at random (default) or as the identity on PatchCore's feature (needs --compressed-dim equal to the backbone's channels).")
 @click.option("--patches-per-epoch", type=click.IntRange(min=1), default=None, help="small-ae: random 63 px training patches per epoch (default 2048).")
 @click.option("--patch-stride", "patch_stride_px", type=click.IntRange(min=1), default=None, help="small-ae: stride of the 63 px patches at run time, in pixels of the --image-size frame (default 8: 676 patches at 256 px).")
 @click.option("--scorer", default=None, help="small-ae: reconstruction, support, or both comma-separated (the first is the default at run time; default reconstruction).")

@@ -25,6 +25,7 @@ from torch import nn
 
 from edgead.artifact import Artifact
 from edgead.config import PatchwiseAEConfig
+from edgead.errors import ConfigError
 from edgead.graphs import MAIN_GRAPH
 from edgead.kit.cutpaste import CutPaste
 from edgead.kit.eager import calibrate_good_images
@@ -44,13 +45,22 @@ NORM_EPS = 1e-3
 class PatchwiseEncoder(nn.Module):
     """uint8 RGB images (N, H, W, 3) -> compressed patch features (N, c3, H/8, W/8) float32: the exported graph."""
 
-    def __init__(self, features: PatchFeatureModel, compressed_dim: int) -> None:
+    def __init__(self, features: PatchFeatureModel, compressed_dim: int, init: str = "random") -> None:
         super().__init__()
         self.features = features
-        hidden = (features.out_channels + compressed_dim) // 2
-        self.compress = nn.Sequential(
-            nn.Conv2d(features.out_channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, compressed_dim, 1)
-        )
+        c = features.out_channels
+        if init == "identity" and compressed_dim != c:
+            raise ConfigError(f"--compress-init identity needs --compressed-dim {c} (the backbone's channels), got {compressed_dim}")
+        hidden = 2 * c if init == "identity" else (c + compressed_dim) // 2
+        self.compress = nn.Sequential(nn.Conv2d(c, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, compressed_dim, 1))
+        if init == "identity":
+            # relu(x) - relu(-x) = x: the compression starts as PatchCore's feature, and training moves it from there
+            eye = torch.eye(c)[:, :, None, None]
+            with torch.no_grad():
+                self.compress[0].weight.copy_(torch.cat([eye, -eye]))
+                self.compress[2].weight.copy_(torch.cat([eye, -eye], dim=1))
+                self.compress[0].bias.zero_()
+                self.compress[2].bias.zero_()
         self.out_channels = compressed_dim
         self.stride_px = features.stride_px
 
@@ -108,7 +118,7 @@ def hybrid_loss(reconstruction: torch.Tensor, target: torch.Tensor, stride_px: i
 
 
 def build_encoder(config: PatchwiseAEConfig, weights: Path | None = None, pretrained: bool = True) -> PatchwiseEncoder:
-    return PatchwiseEncoder(build_feature_model(config, weights=weights, pretrained=pretrained), config.compressed_dim).eval()
+    return PatchwiseEncoder(build_feature_model(config, weights=weights, pretrained=pretrained), config.compressed_dim, config.compress_init).eval()
 
 
 @dataclass

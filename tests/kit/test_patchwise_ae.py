@@ -90,6 +90,32 @@ def test_bad_settings_are_errors(kwargs, match):
         PatchwiseAEConfig(**kwargs)
 
 
+def test_the_defaults_keep_patchcores_width_and_move_the_compression_little():
+    """The measured defaults (README, "The patch-wise auto-encoder beside PatchCore"): c3 as wide as the backbone's c1 + c2
+    (64 lost image AUROC and AUPRO on every demo category), and lr 1e-4 (1e-3, the paper's setting, stays an option)."""
+    from edgead.kit.patchwise_ae import build_encoder
+
+    config = PatchwiseAEConfig()
+    encoder = build_encoder(config, pretrained=False)
+    assert encoder.out_channels == encoder.features.out_channels == 152
+    assert config.lr == 1e-4 and config.epochs == 10 and config.loss_alpha == 0.5
+    assert PatchwiseAEConfig(lr=1e-3, compressed_dim=64).compressed_dim == 64
+
+
+def test_an_identity_initialised_compression_starts_as_patchcores_feature():
+    from edgead.kit.patchwise_ae import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder(PatchwiseAEConfig(compress_init="identity"), pretrained=False)
+    images = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(images), encoder.features(images), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="--compressed-dim 152"):
+        build_encoder(PatchwiseAEConfig(compress_init="identity", compressed_dim=64), pretrained=False)
+    with pytest.raises(ConfigError, match="--compress-init"):
+        PatchwiseAEConfig(compress_init="zeros")
+
+
 @pytest.fixture(scope="module")
 def tiny_pwae(tiny_data_root, tmp_path_factory):
     """A tiny patchwise-ae model trained through the CLI (one epoch), and its training checkpoint kept aside."""
