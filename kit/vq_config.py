@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from edgead.config import NO_NUISANCE, NuisanceConfig
+from edgead.config import FIRST_NUISANCE, NO_NUISANCE, NuisanceConfig
 from edgead.errors import ConfigError
 
 LEVELS = ("image", "patch")
@@ -68,8 +68,9 @@ class VQRestoreConfig:
     score_quantile: float | None = None
     batch_size: int = 16
     seed: int = 0
-    # augmented copies of the good images (compression, light, blur, noise, shifts): trained on, and calibrated on when held out
-    nuisance: NuisanceConfig = dataclasses.field(default_factory=NuisanceConfig)
+    # augmented copies of the good images (compression, light, blur, noise, shifts): trained on, and calibrated on when held
+    # out; the settings its defaults were measured with (2 copies per image), not PatchCore's later 4
+    nuisance: NuisanceConfig = dataclasses.field(default_factory=lambda: NuisanceConfig(**FIRST_NUISANCE))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nuisance", NuisanceConfig.of(self.nuisance))

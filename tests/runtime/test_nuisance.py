@@ -135,8 +135,11 @@ def test_bank_copies_are_a_share_of_the_copies_and_models_before_them_banked_eve
     assert PatchCoreConfig.from_dict(PatchCoreConfig().to_dict()) == PatchCoreConfig()
 
 
-def test_the_patchwise_autoencoder_keeps_the_nuisance_defaults_it_was_measured_with():
+def test_the_patchwise_autoencoder_and_vq_restore_keep_the_nuisance_defaults_they_were_measured_with():
     from edgead.config import FIRST_NUISANCE, PatchwiseAEConfig
 
     assert PatchwiseAEConfig().nuisance == NuisanceConfig(**FIRST_NUISANCE)
+    from edgead.kit.vq_config import VQRestoreConfig
+
+    assert VQRestoreConfig().nuisance == NuisanceConfig(**FIRST_NUISANCE)  # vq-restore too: measured with them
     assert PatchwiseAEConfig().nuisance.bank_copies == 2 and PatchwiseAEConfig().nuisance.share == 0
