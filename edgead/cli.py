@@ -255,7 +255,7 @@ def _methods() -> list[str]:
 @click.option("--cutpaste-probability", type=float, default=None, help="patchwise-ae: chance that a training image gets a synthetic defect (default 0.5).")
 @click.option("--cutpaste-shape", type=click.Choice(["rectangle", "scar", "mixed"]), default=None, help="patchwise-ae: synthetic defect shape (default mixed).")
 @click.option("--cutpaste-area", type=float, default=None, help="patchwise-ae: largest synthetic rectangle, as a fraction of the image (default 0.15).")
-@click.option("--compress-init", type=click.Choice(["random", "identity"]), default=None, help="patchwise-ae: initialise the compression at random (default) or as the identity on PatchCore's feature (needs --compressed-dim equal to the backbone's channels).")
+@click.option("--compress-init", type=click.Choice(["auto", "random", "identity"]), default=None, help="patchwise-ae: initialise the compression as the identity on PatchCore's feature (needs --compressed-dim equal to the backbone's channels) or at random (the paper's); auto (default): identity where the widths allow it.")
 @click.option("--patches-per-epoch", type=click.IntRange(min=1), default=None, help="small-ae: random 63 px training patches per epoch (default 2048).")
 @click.option("--patch-stride", "patch_stride_px", type=click.IntRange(min=1), default=None, help="small-ae: stride of the 63 px patches at run time, in pixels of the --image-size frame (default 8: 676 patches at 256 px).")
 @click.option("--scorer", default=None, help="small-ae: reconstruction, support, or both comma-separated (the first is the default at run time; default reconstruction).")

@@ -222,7 +222,7 @@ class PatchCoreConfig:
 
 
 CUTPASTE_SHAPES = ("rectangle", "scar", "mixed")
-COMPRESS_INITS = ("random", "identity")
+COMPRESS_INITS = ("auto", "random", "identity")
 
 
 @dataclass(frozen=True)
@@ -254,8 +254,10 @@ class PatchwiseAEConfig(PatchCoreConfig):
     # PatchCore's later ones (fewer, milder copies in the bank), which it has not been measured with
     nuisance: NuisanceConfig = dataclasses.field(default_factory=lambda: NuisanceConfig(**FIRST_NUISANCE))
     # the compression's initialisation: "random" (PyTorch's default), or "identity" (hidden = 2 x c3, weights [I; -I] then
-    # [I, -I], so that it starts as PatchCore's feature exactly; needs --compressed-dim equal to the backbone's channels)
-    compress_init: str = "random"
+    # [I, -I], so that it starts as PatchCore's feature exactly; needs --compressed-dim equal to the backbone's channels);
+    # "auto": identity where the widths allow it, else random (demo data, seed 0: identity 0.894 / 0.793 image AUROC /
+    # AUPRO against random's 0.806 / 0.738, and stable across training seeds where random swung tissue by 0.44)
+    compress_init: str = "auto"
 
     def __post_init__(self) -> None:
         # a 6x6 grid of 8 px patches (3x3 cells of the deeper, stride-16 stage), more with a mirrored border
@@ -283,6 +285,11 @@ class PatchwiseAEConfig(PatchCoreConfig):
             raise ConfigError(f"--cutpaste-area must be in (0, 0.5] (a fraction of the image), got {self.cutpaste_area}")
         if self.compress_init not in COMPRESS_INITS:
             raise ConfigError(f"--compress-init {self.compress_init!r}: choose one of {', '.join(COMPRESS_INITS)}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PatchwiseAEConfig:
+        # models before --compress-init were initialised at random (and their hidden layer is (c + c3) // 2 wide)
+        return config_from_dict(cls, data, "patchwise-ae", {"pool_zero_pad": False, "nuisance": NO_NUISANCE, "compress_init": "random"})
 
 
 @dataclass(frozen=True)

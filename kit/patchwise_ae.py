@@ -49,6 +49,8 @@ class PatchwiseEncoder(nn.Module):
         super().__init__()
         self.features = features
         c = features.out_channels
+        if init == "auto":  # identity where the widths allow it
+            init = "identity" if compressed_dim == c else "random"
         if init == "identity" and compressed_dim != c:
             raise ConfigError(f"--compress-init identity needs --compressed-dim {c} (the backbone's channels), got {compressed_dim}")
         hidden = 2 * c if init == "identity" else (c + compressed_dim) // 2

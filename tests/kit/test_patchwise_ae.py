@@ -183,3 +183,19 @@ def test_resume_from_a_checkpoint_of_another_method_or_config_is_a_one_line_erro
     save_checkpoint(tmp_path / "other.ckpt", "small-ae", {}, TrainState(1, [0.5]), {"net": net}, {})
     result = CliRunner().invoke(main, [*train, "--resume", str(tmp_path / "other.ckpt")])
     _one_line_error(result, "is a checkpoint of --method small-ae, not patchwise-ae")
+
+
+def test_the_default_initialisation_is_the_identity_where_the_widths_allow_it():
+    from edgead.kit.patchwise_ae import build_encoder
+
+    images = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    assert PatchwiseAEConfig().compress_init == "auto"
+    encoder = build_encoder(PatchwiseAEConfig(), pretrained=False)  # 152 channels: identity
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(images), encoder.features(images), rtol=1e-5, atol=1e-5)
+    narrow = build_encoder(PatchwiseAEConfig(compressed_dim=64), pretrained=False)  # the paper's width: random, no error
+    assert narrow.out_channels == 64 and narrow.compress[0].out_channels == (152 + 64) // 2
+    # a model written before the option was initialised at random: it loads with that layout
+    stored = {k: v for k, v in PatchwiseAEConfig().to_dict().items() if k != "compress_init"}
+    assert PatchwiseAEConfig.from_dict(stored).compress_init == "random"
+    assert PatchwiseAEConfig.from_dict(PatchwiseAEConfig().to_dict()) == PatchwiseAEConfig()
