@@ -18,7 +18,9 @@ WINDOW = 8
 
 
 def brightened(image):
-    return np.clip(image.astype(np.float32) * 2.0, 0, 255).astype(np.uint8)
+    # beyond what the calibration's nuisance copies cover (their light shifts count as good): x2 no longer leaves the
+    # good range of the tiny model calibrated on them (median 35.1 against its 0.9 quantile 35.8), x2.5 does (39.3)
+    return np.clip(image.astype(np.float32) * 2.5, 0, 255).astype(np.uint8)
 
 
 def recompressed(image):
