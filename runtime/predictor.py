@@ -180,7 +180,6 @@ class Predictor:
         self.upsample = manifest["postprocess"].get("upsample", "bilinear")  # models before the setting: bilinear
         if self.upsample not in UPSAMPLING:
             raise ArtifactError(f"{artifact.path}: postprocess.upsample {self.upsample!r} is not one of {sorted(UPSAMPLING)}")
-        # "frame": tiles' maps are stitched, then smoothed (patch models); "tiles" (default): smoothed tile by tile
         self.tiling = tiling_from(manifest, None, None) if tiling is True else (tiling or None)
         self.frame_check = FrameCheck(ImageGeometry.from_manifest(manifest.get("training", {}).get("image_geometry")), self.tiling is not None)
         self.max_batch = int(max_batch or manifest.get("runtime", {}).get("max_batch", 8))
