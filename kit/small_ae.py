@@ -91,9 +91,9 @@ def to_unit(patches: torch.Tensor) -> torch.Tensor:
     return patches.permute(0, 3, 1, 2).float() / 255.0
 
 
-def gaussian_taps(sigma_px: float) -> torch.Tensor:
-    """The 1-D Gaussian of `sigma_px`, 3 sigma on each side (at least one tap), summing to 1."""
-    radius = max(1, math.ceil(3 * sigma_px))
+def gaussian_taps(sigma_px: float, radius: int | None = None) -> torch.Tensor:
+    """The 1-D Gaussian of `sigma_px` over -radius..radius (default 3 sigma, at least one tap each side), summing to 1."""
+    radius = max(1, math.ceil(3 * sigma_px)) if radius is None else radius
     coords = torch.arange(-radius, radius + 1, dtype=torch.float32)
     taps = torch.exp(-(coords**2) / (2 * sigma_px**2))
     return taps / taps.sum()

@@ -31,7 +31,7 @@ from edgead.kit.eager import calibrate_good_images
 from edgead.kit.patchcore import split_holdout
 from edgead.kit.small_ae import (
     LATENT_CHANNELS, LATENT_PX, LATENT_SHAPE, LATENT_STEP_PX, PATCH_PX, TEXTURE_EPS, DenseGraph, ErrorSettings, PatchGraph, SmallAutoEncoder,
-    dense_latent_px, parameter_count, to_unit,
+    dense_latent_px, gaussian_taps, parameter_count, to_unit,
 )
 from edgead.kit.svm import FittedSVM, fit_one_class_svm
 from edgead.kit.training import resolve_device, run_epochs
@@ -175,9 +175,7 @@ def random_patches(frames: np.ndarray, count: int, rng: np.random.Generator, aug
 
 def ssim(x: torch.Tensor, y: torch.Tensor, window_px: int = 7, sigma_px: float = 1.5) -> torch.Tensor:
     """Mean structural similarity of (N, C, H, W) images in [0, 1], Gaussian window, per channel."""
-    coords = torch.arange(window_px, dtype=x.dtype, device=x.device) - (window_px - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma_px**2))
-    g = g / g.sum()
+    g = gaussian_taps(sigma_px, radius=(window_px - 1) // 2).to(dtype=x.dtype, device=x.device)  # window_px odd
     channels = x.shape[1]
     kernel = (g[:, None] * g[None, :]).expand(channels, 1, window_px, window_px).contiguous()
 
