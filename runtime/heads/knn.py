@@ -110,38 +110,35 @@ class KnnHead(Head):
         # the share of new rows a fold bank keeps: the model's rule on (base + others) features, less the base bank
         budget = coreset_target(settings, base_seen + others) - base
         fraction = float(np.clip(budget / max(1, others), 1e-9, 1.0))
-        dim = rows[0].shape[1]
+        coresets = self._fold_coresets(rows, ids, n_folds, fraction, int(settings["projection_dim"]), int(settings["seed"]),
+                                       "fold coresets", progress)
+        head = [] if base_bank is None else [np.asarray(base_bank, np.float16)]
+        return [MemoryBank(np.concatenate(head + [c for j, c in enumerate(coresets) if j != fold]), k=int(info["k"]))
+                for fold in range(n_folds)]
+
+    def _fold_coresets(self, rows: Sequence[np.ndarray], ids: np.ndarray, n_folds: int, fraction: float, projection_dim: int,
+                       seed: int, label: str, progress: Progress) -> list[np.ndarray]:
+        """Per fold, the coreset (`fraction` of its rows, fp16) of its members' rows; all of them at a fraction of 1."""
         coresets = []
-        with progress("fold coresets", int(fold_rows.sum())) as advance:
+        with progress(label, sum(r.shape[0] for r in rows)) as advance:
             for fold in range(n_folds):
+                members = np.flatnonzero(ids == fold)
                 if fraction >= 1.0:
-                    kept = [rows[i] for i in np.flatnonzero(ids == fold)]
-                    coresets.append(np.concatenate(kept).astype(np.float16))
-                    advance(int(fold_rows[fold]))
+                    coresets.append(np.concatenate([rows[i] for i in members]).astype(np.float16))
+                    advance(sum(rows[i].shape[0] for i in members))
                     continue
-                sampler = StreamingCoreset(fraction, dim, int(settings["projection_dim"]), int(settings["seed"]) + fold,
-                                           device=self.coreset_device, progress=advance)
-                for i in np.flatnonzero(ids == fold):
+                sampler = StreamingCoreset(fraction, rows[0].shape[1], projection_dim, seed + fold, device=self.coreset_device, progress=advance)
+                for i in members:
                     sampler.add(rows[i])
                 coresets.append(sampler.finish().features.astype(np.float16))
-        k = int(info["k"])
-        head = [] if base_bank is None else [np.asarray(base_bank, np.float16)]
-        return [MemoryBank(np.concatenate(head + [c for j, c in enumerate(coresets) if j != fold]), k=k) for fold in range(n_folds)]
+        return coresets
 
     def _with_fold_copies(self, banks: list[MemoryBank], copies: Sequence[np.ndarray], ids: np.ndarray, n_folds: int,
                           fraction: float, progress: Progress) -> list[MemoryBank]:
         """Each fold bank joined by the other folds' copy coresets (`fraction` of their rows, subsampled per fold)."""
         settings = self.artifact.manifest["memory_bank"].get("coreset") or {"projection_dim": 64, "seed": 0}
-        rows = [_rows(features) for features in copies]
-        coresets = []
-        with progress("fold coresets of the copies", sum(r.shape[0] for r in rows)) as advance:
-            for fold in range(n_folds):
-                members = np.flatnonzero(ids == fold)
-                sampler = StreamingCoreset(min(1.0, fraction), rows[0].shape[1], int(settings["projection_dim"]),
-                                           int(settings["seed"]) + n_folds + fold, device=self.coreset_device, progress=advance)
-                for i in members:
-                    sampler.add(rows[i])
-                coresets.append(sampler.finish().features.astype(np.float16))
+        coresets = self._fold_coresets([_rows(features) for features in copies], ids, n_folds, min(1.0, fraction),
+                                       int(settings["projection_dim"]), int(settings["seed"]) + n_folds, "fold coresets of the copies", progress)
         return [MemoryBank(np.concatenate([np.asarray(bank.features, np.float16)] + [c for j, c in enumerate(coresets) if j != fold]), k=bank.k)
                 for fold, bank in enumerate(banks)]
 
