@@ -104,11 +104,16 @@ def _feature_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
         yield batch, features
 
 
+def _made_copies(config: PatchCoreConfig, copies: bool, bank_only: bool) -> NuisanceConfig:
+    """The nuisance settings of the copies made: none, the bank copies only, or all of them."""
+    if not copies:
+        return NuisanceConfig(copies=0)
+    return dataclasses.replace(config.nuisance, copies=config.nuisance.bank_copies) if bank_only else config.nuisance
+
+
 def _versions(paths: Sequence[Path], config: PatchCoreConfig, shapes: list | None, copies: bool, bank_only: bool = False):
     """(image index, version, image): each image read once, then its nuisance copies (versions 1..copies; 1..bank copies)."""
-    nuisance = config.nuisance if copies else NuisanceConfig(copies=0)
-    if bank_only:
-        nuisance = dataclasses.replace(nuisance, copies=nuisance.bank_copies)
+    nuisance = _made_copies(config, copies, bank_only)
     for index, path in enumerate(paths):
         image = read_image(path)
         if shapes is not None:
@@ -123,7 +128,7 @@ def _version_batches(model: PatchFeatureModel, paths: Sequence[Path], config: Pa
     copies only), prepared as the runtime does."""
     size = (config.image_size_px, config.image_size_px)
     tiling = tiling_of(config)
-    versions = 1 + ((config.nuisance.bank_copies if bank_only else config.nuisance.copies) if copies else 0)
+    versions = 1 + _made_copies(config, copies, bank_only).copies
     if versions > 1:
         label = f"{label} (+{versions - 1} nuisance copies each)"
     items = _versions(paths, config, shapes, copies, bank_only)
