@@ -54,3 +54,21 @@ def test_small_ae_artifact_from_before_dense_inference_refuses_dense_in_one_line
     result = CliRunner().invoke(main, ["predict", str(image), "--model", str(SMALL_AE / "v2_small_ae.edgead"), "--inference", "dense", "--out", str(tmp_path / "p"), "-q"])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "trained before dense inference" in result.output and "re-train" in result.output
+
+
+DENSE_AE = FIXTURE.parent / "v3_small_ae_dense"
+
+
+@pytest.mark.parametrize("inference", ["dense", "patches"])
+@pytest.mark.parametrize("scorer", ["reconstruction", "support"])
+def test_dense_small_ae_artifact_from_before_inner_windows_scores_identically(inference, scorer):
+    """A dense small-ae model written before the dense SVM's inner windows (its SVM on whole 17x17 windows): as stored, both modes."""
+    with np.load(DENSE_AE / "expected.npz", allow_pickle=False) as data:
+        expected = {key: data[key] for key in data.files}
+    artifact = read_artifact(DENSE_AE / "v3_small_ae_dense.edgead")
+    assert artifact.manifest["inference"]["default"] == "dense" and artifact.manifest["dense_svm"]["dim"] == 16 * 17 * 17
+    with Predictor(artifact, backend="onnxruntime", scorer=scorer, inference=inference) as predictor:
+        predictions = predictor.predict(list(expected["images"]))
+    key = f"{inference}_{scorer}"
+    np.testing.assert_allclose([p.score for p in predictions], expected[f"{key}_scores"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.stack([p.anomaly_map for p in predictions]), expected[f"{key}_maps"], rtol=1e-4, atol=1e-5)
