@@ -54,6 +54,11 @@ SVM_COEF_MEMBER = "svm_dual_coef.npy"
 # the dense mode's SVM, fitted on windows of frames' latent grids: near a patch's border its dense code sees the
 # frame where the patch graph's sees zero padding, and an SVM of patch codes scores dense codes out of its support
 DENSE_SVM_SECTION = "dense_svm"
+# the cells of each patch's 17x17 window that the dense SVM takes: (first cell, side). A border cell's 15 px receptive
+# field reaches 8 px past the patch (4 px for the next cells in): on the whole window the dense SVM lost 0.039 pixel
+# AUROC to stride-based patches on seed-1 brick; on cells 1-15 0.007 (README "Dense inference against stride-based
+# patches"). Models before it: the whole window (their manifests have no dense_svm.window)
+DENSE_SVM_WINDOW = (1, 15)
 PARITY_IMAGES = 3  # frames (each ~700 patches at the default stride) stored to check engines on
 HEAD_OUTPUTS = {"reconstruction": "error", "support": "latent"}
 PATCH_MAX_BATCH = 256  # patches are small: large engine batches
@@ -209,23 +214,28 @@ def latent_codes(autoencoder: SmallAutoEncoder, patches: np.ndarray, batch_size:
 
 
 @torch.inference_mode()
-def dense_latent_codes(autoencoder: SmallAutoEncoder, frames: np.ndarray, count: int, rng: np.random.Generator, batch_size: int = 8) -> np.ndarray:
-    """`count` codes (count, 16 * 17 * 17) float32 of patches at random 4 px grid positions, read off the frames' dense latent grids.
+def dense_latent_codes(
+    autoencoder: SmallAutoEncoder, frames: np.ndarray, count: int, rng: np.random.Generator, batch_size: int = 8,
+    window: tuple[int, int] = (0, LATENT_PX),
+) -> np.ndarray:
+    """`count` codes (count, 16 * side * side) float32 of patches at random 4 px grid positions, read off the frames' dense latent grids.
 
     Positions are those the dense support head can score: origins a multiple of 4 px, up to the one past the edge.
+    `window` (first cell, side): the part of each patch's 17x17 window taken (the whole of it by default).
     """
     autoencoder.eval()
     n, height, width, _ = frames.shape
+    first, side = window
     which = rng.integers(0, n, count)
-    rows = rng.integers(0, -(-(height - PATCH_PX) // LATENT_STEP_PX) + 1, count)
-    cols = rng.integers(0, -(-(width - PATCH_PX) // LATENT_STEP_PX) + 1, count)
-    codes = np.empty((count, int(np.prod(LATENT_SHAPE))), dtype=np.float32)
+    rows = rng.integers(0, -(-(height - PATCH_PX) // LATENT_STEP_PX) + 1, count) + first
+    cols = rng.integers(0, -(-(width - PATCH_PX) // LATENT_STEP_PX) + 1, count) + first
+    codes = np.empty((count, LATENT_CHANNELS * side * side), dtype=np.float32)
     dense = DenseGraph(autoencoder)
     for start in range(0, n, batch_size):
         latent = dense(torch.from_numpy(frames[start : start + batch_size]))[1].numpy()
         for k in np.flatnonzero((which >= start) & (which < start + batch_size)):
             r, c = rows[k], cols[k]
-            codes[k] = latent[which[k] - start, :, r : r + LATENT_PX, c : c + LATENT_PX].reshape(-1)
+            codes[k] = latent[which[k] - start, :, r : r + side, c : c + side].reshape(-1)
     return codes
 
 
@@ -276,7 +286,7 @@ def fit_small_ae(
             svm = fit_one_class_svm(codes, config.svm_nu)
             advance(1)
             if dense:  # its own stream too: the patch SVM's sample is the one models before dense inference had
-                dense_codes = dense_latent_codes(autoencoder, frames, config.svm_patches, np.random.default_rng([config.seed, 7919, 4]))
+                dense_codes = dense_latent_codes(autoencoder, frames, config.svm_patches, np.random.default_rng([config.seed, 7919, 4]), window=DENSE_SVM_WINDOW)
                 dense_svm = fit_one_class_svm(dense_codes, config.svm_nu)
                 advance(1)
     fitted_at = time.perf_counter()
@@ -289,19 +299,30 @@ def fit_small_ae(
     graphs = trained.graphs
     for mode in config.inference_modes:
         seen = inference_manifest(manifest, mode)
-        trained.calibrations[mode] = {
-            name: calibrate_good_images(scorer_manifest(seen, name), members, graphs, train_paths, holdout_paths, config, progress)
-            for name in config.scorers
-        }
+        trained.calibrations[mode] = {}
+        for name in config.scorers:
+            own = scorer_postprocess(config, mode, name)  # kept beside the calibration: the runtime applies both
+            calibration = calibrate_good_images(scorer_manifest(seen, name, own), members, graphs, train_paths, holdout_paths, config, progress)
+            trained.calibrations[mode][name] = {**own, **calibration}
     trained.timings_s = {"training": trained_at - started, "svm": fitted_at - trained_at, "calibration": time.perf_counter() - fitted_at}
     return trained
 
 
-def scorer_manifest(manifest: dict, name: str) -> dict:
-    """`manifest` with scorer `name` as its head (as the runtime's --scorer sees it)."""
+def scorer_postprocess(config: SmallAEConfig, mode: str, name: str) -> dict:
+    """The postprocess settings scorer `name` carries in inference `mode` (each scorer its own, so that swapping scorers swaps them).
+
+    Dense support maps are the patches' scores averaged over the pixels each patch covers and not smoothed again, as
+    stitched patch scores are in patches mode (one score per patch: the blur of a constant patch map leaves it); every
+    other map is smoothed by `blur_sigma_px`. Models before it carry none: the model's blur for every scorer.
+    """
+    return {"blur_sigma_px": 0.0 if (mode, name) == ("dense", "support") else config.blur_sigma_px}
+
+
+def scorer_manifest(manifest: dict, name: str, postprocess: dict | None = None) -> dict:
+    """`manifest` with scorer `name` as its head (as the runtime's --scorer sees it), and `postprocess` settings of its own."""
     manifest = copy.deepcopy(manifest)
     manifest["head"] = manifest["scorers"][name]["head"]
-    manifest["postprocess"].update(manifest["scorers"][name].get("postprocess", {}))
+    manifest["postprocess"].update(manifest["scorers"][name].get("postprocess", {}), **(postprocess or {}))
     return manifest
 
 
@@ -427,6 +448,8 @@ def to_artifact_parts(trained: TrainedSmallAE) -> tuple[dict, dict[str, bytes]]:
             "fitted_on": svm.samples,
             "codes": "dense latent grids" if prefix else "patches",
         }
+        if prefix:  # the cells of each patch's 17x17 window it was fitted on (the support head reads them so)
+            manifest[key]["window"] = {"first_cell": DENSE_SVM_WINDOW[0], "cells": DENSE_SVM_WINDOW[1]}
         members[prefix + SVM_VECTORS_MEMBER] = npy_bytes(svm.support_vectors)
         members[prefix + SVM_COEF_MEMBER] = npy_bytes(svm.dual_coef)
     return manifest, members

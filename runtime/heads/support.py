@@ -8,7 +8,10 @@ function: positive outside the support, negative inside.
 
 The codes come per patch (stride-based patches: (N, 16, 17, 17)) or as a frame's dense latent grid
 (N, 16, h, w), in which the code of the patch at origin (4i, 4j) is the 17x17 window at (i, j), and the
-frame's map is each pixel's mean over the patches that cover it, as stitched patch maps are. On a grid the
+frame's map is each pixel's mean over the patches that cover it, as stitched patch maps are. The dense SVM
+may take an inner part of each window (the manifest's `window`: its first cell and side; models before it, the
+whole 17x17 window): the code cells at a window's border see 8 px of frame outside the patch, where a patch's
+own code sees zero padding. On a grid the
 windows are never gathered: |x - s|^2 = |x|^2 + |s|^2 - 2 x.s, where x.s for every window at once is the
 grid's correlation with the support vector (an FFT correlation, read off at the patch positions only by a
 partial inverse DFT) and |x|^2 a box sum of the squared grid (an integral image) — the same decision
@@ -37,7 +40,7 @@ SECTION_KEYS = {
     ".offset": (int, float),
     ".count": int,
     ".dim": int,
-}  # under the manifest section the head names (`svm`, or `dense_svm` for dense latents)
+}  # under the manifest section the head names (`svm`, or `dense_svm` for dense latents); `.window` is optional
 CHUNK_FLOATS = 1 << 22  # kernel values per block (32 MiB in float64)
 FRAMES_PER_BLOCK = 8  # dense latents: frames whose correlations are computed together (4.3 MB of spectra per frame per 119 support vectors)
 PATCH_PX, LATENT_PX, LATENT_STEP_PX = 63, 17, 4  # the small auto-encoder's patch, its code's side, frame px per latent cell
@@ -164,6 +167,10 @@ class SupportHead(Head):
         self.output = section.get("output", "latent")
         self.svm = SupportVectors(vectors, dual_coef, info["gamma"], info["offset"], array_module(device))
         self.dense = not (manifest.get("tiling") or {}).get("patches")  # frames' latent grids, not one code per patch
+        window = info.get("window") or {}  # the cells of each patch's 17x17 window the SVM takes; models before it: all
+        self.window_first, self.window_cells = int(window.get("first_cell", 0)), int(window.get("cells", LATENT_PX))
+        if self.window_first < 0 or self.window_cells < 1 or self.window_first + self.window_cells > LATENT_PX:
+            raise ArtifactError(f"{artifact.path}: {key}.window {window} does not lie inside a patch's {LATENT_PX}x{LATENT_PX} code; re-train the model")
         if self.dense:
             self.stride_px = int(section.get("patch_stride_px", 0))
             if self.stride_px < LATENT_STEP_PX or self.stride_px % LATENT_STEP_PX:
@@ -182,18 +189,21 @@ class SupportHead(Head):
         height, width = self.frame_px
         rows, cols = patch_starts(height, self.stride_px), patch_starts(width, self.stride_px)
         need = (rows[-1] // LATENT_STEP_PX + LATENT_PX, cols[-1] // LATENT_STEP_PX + LATENT_PX)
-        if latent.ndim != 4 or latent.shape[2] < need[0] or latent.shape[3] < need[1] or latent.shape[1] * LATENT_PX**2 != self.svm.dim:
-            raise BackendError(f"the support head takes latent grids (N, {self.svm.dim // LATENT_PX**2}, >= {need[0]}, >= {need[1]}) of {height}x{width} px frames, got {latent.shape}")
+        if latent.ndim != 4 or latent.shape[2] < need[0] or latent.shape[3] < need[1] or latent.shape[1] * self.window_cells**2 != self.svm.dim:
+            raise BackendError(f"the support head takes latent grids (N, {self.svm.dim // self.window_cells**2}, >= {need[0]}, >= {need[1]}) of {height}x{width} px frames, got {latent.shape}")
         scores = self.grid_scores(latent, rows // LATENT_STEP_PX, cols // LATENT_STEP_PX)
         return coverage_mean(scores, rows, cols, (height, width))
 
     def grid_scores(self, latent: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """(N, C, h, w) latents -> (N, len(rows), len(cols)) scores of the 17x17 windows at those latent rows and columns."""
-        return (-self.svm.window_decision(latent, (LATENT_PX, LATENT_PX), rows, cols)).astype(np.float32)
+        """(N, C, h, w) latents -> (N, len(rows), len(cols)) scores of the patches whose 17x17 windows start at those latent
+        rows and columns (each scored on the cells of its window that the SVM takes)."""
+        first, cells = self.window_first, self.window_cells
+        return (-self.svm.window_decision(latent, (cells, cells), rows + first, cols + first)).astype(np.float32)
 
     def describe(self) -> str:
         where = "numpy" if self.svm.xp is np else "cupy"
-        dense = f", patches every {self.stride_px} px of dense latents, by FFT correlation" if self.dense else ""
+        inner = f" (cells {self.window_first}-{self.window_first + self.window_cells - 1} of each {LATENT_PX}x{LATENT_PX} window)" if self.window_cells != LATENT_PX else ""
+        dense = f", patches every {self.stride_px} px of dense latents{inner}, by FFT correlation" if self.dense else ""
         return f"support (one-class SVM, {self.svm.count} x {self.svm.dim} support vectors, {where}{dense})"
 
 

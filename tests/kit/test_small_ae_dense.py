@@ -17,10 +17,11 @@ from edgead.export.onnx import export_onnx, fixed_axes, graph_io
 from edgead.graphs import graph_specs
 from edgead.kit.eager import eager_backends
 from edgead.kit.small_ae import DenseGraph, PatchGraph, SmallAutoEncoder, dense_latent_px
-from edgead.kit.small_ae_detector import DETECTOR, graph_specs_of, load_frames
+from edgead.kit.small_ae_detector import DENSE_SVM_WINDOW, DETECTOR, graph_specs_of, load_frames
 from edgead.runtime.datasets import open_dataset
 from edgead.runtime.heads.support import coverage_mean, patch_starts
 from edgead.runtime.images import read_image
+from edgead.runtime.heads import with_scorer
 from edgead.runtime.inference import with_inference
 from edgead.runtime.predictor import Predictor, Tiling
 from edgead.runtime.tiling import stitch, tile_origins
@@ -133,19 +134,57 @@ def test_coverage_mean_is_stitching_constant_patch_maps():
 
 
 def test_dense_support_head_scores_every_window_as_the_svm_scores_copied_codes(dense_ae, tiny_data_root):
+    """The dense SVM takes cells 1-15 of each patch's 17x17 window; the frame's map is the patches' mean, not smoothed again."""
     trained, path = dense_ae
     frames = np.stack(_frames(tiny_data_root))
-    with Predictor(read_artifact(path), "onnxruntime", scorer="support") as predictor:
+    first, cells = DENSE_SVM_WINDOW
+    assert (first, cells) == (1, 15)
+    artifact = read_artifact(path)
+    assert artifact.manifest["dense_svm"]["window"] == {"first_cell": 1, "cells": 15} and artifact.manifest["dense_svm"]["dim"] == 16 * 15 * 15
+    assert "window" not in artifact.manifest["svm"]  # the patch SVM takes the patch graph's whole code
+    with Predictor(artifact, "onnxruntime", scorer="support") as predictor:
         outputs = predictor.infer(predictor.prepare(list(frames)))
         head = predictor.scoring_head
-        assert head.dense and outputs["latent"].shape == (2, 16, 26, 26)
+        assert head.dense and outputs["latent"].shape == (2, 16, 26, 26) and predictor.blur_sigma_px == 0.0
         rows = patch_starts(96, 8) // 4
         grid = head.grid_scores(outputs["latent"], rows, rows)
         maps = predictor.head(outputs)
-    codes = np.stack([outputs["latent"][i, :, r : r + 17, c : c + 17].reshape(-1) for i in range(2) for r in rows for c in rows])
+        predictions = predictor.predict(list(frames))
+    codes = np.stack([outputs["latent"][i, :, r + 1 : r + 16, c + 1 : c + 16].reshape(-1) for i in range(2) for r in rows for c in rows])
     want = -head.svm.decision(codes).reshape(2, len(rows), len(rows))
     np.testing.assert_allclose(grid, want, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(maps, coverage_mean(want, rows * 4, rows * 4, (96, 96)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.stack([p.anomaly_map for p in predictions]), maps, rtol=1e-5, atol=1e-7)  # no blur on top
+    for inference, scorer in [("dense", "reconstruction"), ("patches", "support"), ("patches", "reconstruction")]:  # the others keep the blur
+        with Predictor(artifact, "onnxruntime", scorer=scorer, inference=inference) as predictor:
+            assert predictor.blur_sigma_px == trained.config.blur_sigma_px == 4.0, (inference, scorer)
+
+
+def test_dense_support_head_reads_the_window_its_manifest_names(dense_ae):
+    """Models before the inner windows (no dense_svm.window) score whole 17x17 windows; a window off the code is refused."""
+    import copy
+    import dataclasses
+
+    from edgead.errors import ArtifactError
+    from edgead.runtime.heads import open_head
+
+    _, path = dense_ae
+    artifact = read_artifact(path)
+    latent = np.random.default_rng(0).normal(size=(1, 16, 26, 26)).astype(np.float32)
+    rows = np.array([0, 2, 9])
+    head = open_head(with_scorer(artifact, "support"))
+    assert (head.window_first, head.window_cells) == (1, 15)
+    want = -head.svm.decision(np.stack([latent[0, :, r + 1 : r + 16, c + 1 : c + 16].reshape(-1) for r in rows for c in rows]))
+    np.testing.assert_allclose(head.grid_scores(latent, rows, rows)[0].ravel(), want, rtol=1e-6, atol=1e-9)
+    manifest = copy.deepcopy(artifact.manifest)
+    del manifest["dense_svm"]["window"]
+    old = open_head(with_scorer(dataclasses.replace(artifact, manifest=manifest), "support"))
+    assert (old.window_first, old.window_cells) == (0, 17)
+    with pytest.raises(Exception, match="takes latent grids"):  # its 15x15 support vectors are not whole windows
+        old.score({"latent": latent})
+    manifest["dense_svm"]["window"] = {"first_cell": 3, "cells": 15}
+    with pytest.raises(ArtifactError, match="does not lie inside"):
+        open_head(with_scorer(dataclasses.replace(artifact, manifest=manifest), "support"))
 
 
 def test_both_modes_are_stored_and_calibrated_dense_is_the_default(dense_ae):
