@@ -103,11 +103,12 @@ class TrainedSmallAE:
             f"nuisance copies: {self.config.nuisance.describe()}",
             f"error map: {describe_error(self.error)}",
         ]
-        for what, svm in (("patch", self.svm), ("dense", self.dense_svm)):
+        first, side = DENSE_SVM_WINDOW
+        for what, svm, part in (("patch", self.svm, ""), ("dense", self.dense_svm, f", cells {first}-{first + side - 1} of each {LATENT_PX}x{LATENT_PX} window")):
             if svm is not None:
                 lines.append(
                     f"support scorer ({what} codes): one-class SVM, {svm.support_vectors.shape[0]} support vectors of {svm.samples} "
-                    f"latent codes (nu {svm.nu}, gamma {svm.gamma:.3g})"
+                    f"latent codes{part} (nu {svm.nu}, gamma {svm.gamma:.3g})"
                 )
         for mode in self.config.inference_modes:
             for name in self.config.scorers:
