@@ -250,7 +250,7 @@ def train_autoencoder(
 
 
 def _version(image: np.ndarray, index: int, config: PatchwiseAEConfig, rng: np.random.Generator) -> np.ndarray:
-    """The image or one of its nuisance copies (the bank's own), drawn at random: each epoch sees one version of each image."""
+    """The image or one of its nuisance copies (the calibration's too), drawn at random: each epoch sees one version of each image."""
     if not config.nuisance.active:
         return image  # no draw: the epochs' random stream stays that of a model trained without copies
     version = int(rng.integers(0, 1 + config.nuisance.copies))

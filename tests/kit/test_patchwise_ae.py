@@ -136,6 +136,9 @@ def test_train_writes_a_knn_model_of_compressed_features(tiny_pwae):
     for entry in manifest["engines"]:
         assert entry["parity"]["max_rel_score_diff"] < 1e-4, entry
     assert "152 -> 16 channels" in output
+    # PatchCore's nuisance copies by default: 2 of 4 copies per image in the bank, through a coreset share of their own
+    assert manifest["config"]["nuisance"]["copies"] == 4 and manifest["config"]["nuisance"]["share"] == 0.01
+    assert "4 copies per good image (2 in the bank at coreset share 0.01" in output
 
 
 def test_export_eval_enroll_and_run_take_a_patchwise_model(tiny_pwae, tiny_data_root, tmp_path):

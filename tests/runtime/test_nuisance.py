@@ -119,9 +119,11 @@ def test_patchwise_ae_epochs_see_one_version_of_each_image():
     off = PatchwiseAEConfig(nuisance=NuisanceConfig(copies=0))
     rng = np.random.default_rng(0)
     assert _version(image, 0, off, rng) is image and rng.random() == np.random.default_rng(0).random()  # no draw without copies
-    on = PatchwiseAEConfig()
-    seen = {_version(image, 3, on, np.random.default_rng(s)).tobytes() for s in range(12)}
-    assert len(seen) == 3  # the image and its two copies, the bank's own
+    first = PatchwiseAEConfig(nuisance=NuisanceConfig(copies=2, bank=2, share=0))
+    seen = {_version(image, 3, first, np.random.default_rng(s)).tobytes() for s in range(12)}
+    assert len(seen) == 3  # the image and its two copies
+    seen = {_version(image, 3, PatchwiseAEConfig(), np.random.default_rng(s)).tobytes() for s in range(40)}
+    assert len(seen) == 5  # the image and its four copies: the bank's two and the calibration's two
 
 
 def test_bank_copies_are_a_share_of_the_copies_and_models_before_them_banked_every_copy():
@@ -135,11 +137,15 @@ def test_bank_copies_are_a_share_of_the_copies_and_models_before_them_banked_eve
     assert PatchCoreConfig.from_dict(PatchCoreConfig().to_dict()) == PatchCoreConfig()
 
 
-def test_the_patchwise_autoencoder_and_vq_restore_keep_the_nuisance_defaults_they_were_measured_with():
+def test_the_patchwise_autoencoder_has_patchcores_copies_and_vq_restore_keeps_the_ones_it_was_measured_with():
     from edgead.config import FIRST_NUISANCE, PatchwiseAEConfig
 
-    assert PatchwiseAEConfig().nuisance == NuisanceConfig(**FIRST_NUISANCE)
+    # patch-wise AE: PatchCore's scheme (README "The patch-wise auto-encoder beside PatchCore", issue 17 round 2)
+    assert PatchwiseAEConfig().nuisance == NuisanceConfig() == PatchCoreConfig().nuisance
+    assert PatchwiseAEConfig().nuisance.bank_copies == 2 and PatchwiseAEConfig().nuisance.share == 0.01
+    # a patch-wise model stored with the first defaults keeps them: its stored dict says so
+    stored = {**PatchwiseAEConfig().to_dict(), "nuisance": dict(FIRST_NUISANCE)}
+    assert PatchwiseAEConfig.from_dict(stored).nuisance == NuisanceConfig(**FIRST_NUISANCE)
     from edgead.kit.vq_config import VQRestoreConfig
 
-    assert VQRestoreConfig().nuisance == NuisanceConfig(**FIRST_NUISANCE)  # vq-restore too: measured with them
-    assert PatchwiseAEConfig().nuisance.bank_copies == 2 and PatchwiseAEConfig().nuisance.share == 0
+    assert VQRestoreConfig().nuisance == NuisanceConfig(**FIRST_NUISANCE)  # vq-restore: measured with them
