@@ -19,13 +19,19 @@ from edgead.runtime.coreset import CHUNK_ROWS, EXACT_ROWS, StreamingCoreset
 
 @dataclass(frozen=True)
 class FittedBank:
-    """Bank rows (M, C) float32, coverage radius, patch features seen, feature grid (h, w), seconds spent subsampling."""
+    """Bank rows (M, C) float32, coverage radius, patch features seen, feature grid (h, w), seconds spent subsampling.
+
+    `copies_seen` / `copies_kept`: of those, the nuisance copies' features that went through a coreset of their own share,
+    and the rows it kept (0 when the copies, if any, shared the model's coreset rule).
+    """
 
     features: np.ndarray
     radius: float
     seen: int
     grid: tuple[int, int]
     coreset_s: float
+    copies_seen: int = 0
+    copies_kept: int = 0
 
 
 def fit_bank(

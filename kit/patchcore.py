@@ -52,6 +52,9 @@ class TrainedPatchCore:
     holdout_images: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     image_geometry: dict | None = None  # sizes of the training images (ImageGeometry.to_manifest())
+    # of n_patch_features, the bank copies' features subsampled at their own share, and the rows kept of them
+    copies_seen: int = 0
+    copies_kept: int = 0
 
     @property
     def graphs(self) -> dict[str, PatchFeatureModel]:
@@ -172,7 +175,7 @@ def bank_of_versions(per_image: Sequence[Sequence[tuple[Batch, np.ndarray]]], co
     copies = fit_bank(batches(slice(1, used)), len(per_image) * (used - 1), config.nuisance.share, None, config.projection_dim,
                       config.seed + 1, device)
     return FittedBank(np.concatenate([own.features, copies.features]), max(own.radius, copies.radius), own.seen + copies.seen,
-                      own.grid, own.coreset_s + copies.coreset_s)
+                      own.grid, own.coreset_s + copies.coreset_s, copies.seen, int(copies.features.shape[0]))
 
 
 def split_holdout(paths: Sequence[Path], config: PatchCoreConfig) -> tuple[list[Path], list[Path]]:
@@ -235,6 +238,8 @@ def fit_patchcore(
         calibration={},
         coreset_radius=fitted.radius,
         n_patch_features=fitted.seen,
+        copies_seen=fitted.copies_seen,
+        copies_kept=fitted.copies_kept,
         grid=fitted.grid,
         bank_images=[str(p) for p in bank_paths],
         holdout_images=[str(p) for p in holdout_paths],
@@ -307,6 +312,9 @@ def to_artifact_parts(trained: TrainedPatchCore, method: str = "patchcore") -> t
             "patch_features_seen": trained.n_patch_features,
             # how `edgead enroll` re-subsamples the bank on the device
             "coreset": {"fraction": cfg.coreset_fraction, "count": cfg.coreset_count, "projection_dim": cfg.projection_dim, "seed": cfg.seed},
+            # the bank copies' features (of patch_features_seen) went through a coreset of their own share: enroll applies the
+            # model's rule to the images' features and keeps the copies' rows on top (models without it: one rule for all)
+            **({"nuisance_copies": {"seen": trained.copies_seen, "kept": trained.copies_kept}} if trained.copies_seen else {}),
         },
         "postprocess": {
             "blur_sigma_px": cfg.blur_sigma_px,

@@ -182,6 +182,8 @@ def fit_patchwise_ae(
         calibration={},
         coreset_radius=fitted.radius,
         n_patch_features=fitted.seen,
+        copies_seen=fitted.copies_seen,
+        copies_kept=fitted.copies_kept,
         grid=fitted.grid,
         bank_images=[str(p) for p in bank_paths],
         holdout_images=[str(p) for p in holdout_paths],

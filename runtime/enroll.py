@@ -47,6 +47,8 @@ class EnrollSummary:
     scores_before: tuple[float, ...]  # the new images, by the model before enrolling
     threshold_before: float
     threshold_after: float
+    copies_seen: int = 0  # of patches_seen, the nuisance copies' features (subsampled at their own share at training)
+    copies_kept: int = 0  # bank rows allowed for the nuisance copies on top of the rule (their own coreset share at training)
     new_scores: tuple[float, ...] = ()  # the new images cross-calibrated (each without its fold)
     calibrated: int = 0  # good images behind the new threshold
     rate: float | None = None
@@ -55,10 +57,13 @@ class EnrollSummary:
     def lines(self) -> list[str]:
         """The summary in words."""
         dropped = self.bank_before - self.old_kept
+        rule = f"{self.rule} all {self.patches_seen} patch features seen"
+        if self.copies_kept:
+            rule = f"{self.rule} the images' {self.patches_seen - self.copies_seen} patch features seen, plus {self.copies_kept} rows for their nuisance copies"
         out = [
             f"memory bank: {self.bank_before} -> {self.bank_after} patch features. Of the {self.new_features} patch features of the "
             f"{self.images} new images, {self.new_kept} differ enough from the bank to join it; {dropped} of the {self.bank_before} "
-            f"it had were dropped as near-duplicates of new ones (the bank keeps {self.rule} all {self.patches_seen} patch features seen).",
+            f"it had were dropped as near-duplicates of new ones (the bank keeps {rule}).",
             f"coverage radius {self.radius_before:.3f} -> {self.radius_after:.3f}: no patch seen so far is farther than that from the bank.",
         ]
         before = np.asarray(self.scores_before)
@@ -103,7 +108,11 @@ def enroll_images(
     old_seen = int(info.get("patch_features_seen", old.shape[0]))
     seen = old_seen + new.shape[0]
     combined = np.concatenate([old, new])
-    target = min(coreset_target(settings, seen), combined.shape[0])
+    # bank copies were subsampled at a share of their own: the rule covers the images' features, the copies keep their rows
+    # (counted under the rule, their features seen would give the new images several times the share of the training images)
+    copies = info.get("nuisance_copies") or {}
+    copies_seen, copies_kept = int(copies.get("seen", 0)), int(copies.get("kept", 0))
+    target = min(coreset_target(settings, seen - copies_seen) + copies_kept, combined.shape[0])
     with progress("coreset", target) as advance:
         coreset = greedy_coreset(combined, target, int(settings["projection_dim"]), int(settings["seed"]), advance)
     bank = combined[coreset.indices].astype(np.float16)
@@ -114,10 +123,11 @@ def enroll_images(
     info.update(count=int(bank.shape[0]), coreset_radius=coreset.radius, patch_features_seen=seen)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     summary = dict(images=len(paths), bank_before=int(old.shape[0]), bank_after=int(bank.shape[0]), new_features=int(new.shape[0]),
-                   new_kept=new_kept, old_kept=int(bank.shape[0]) - new_kept, patches_seen=seen, rule=_rule(settings), radius_before=radius_before,
+                   new_kept=new_kept, old_kept=int(bank.shape[0]) - new_kept, patches_seen=seen, rule=_rule(settings), copies_seen=copies_seen,
+                   copies_kept=copies_kept, radius_before=radius_before,
                    radius_after=coreset.radius, scores_before=tuple(float(s) for s in before), threshold_before=predictor.threshold,
                    threshold_after=predictor.threshold)
-    recalibrated = _recalibrate(predictor, manifest, items, layouts, old, old_seen, stamp, progress)
+    recalibrated = _recalibrate(predictor, manifest, items, layouts, old, old_seen - copies_seen, copies_kept, stamp, progress)
     summary.update(recalibrated)
     manifest.setdefault("enrolled", []).append(
         {"time": stamp, "images": len(paths), "features_kept": new_kept, "threshold": summary["threshold_after"]}
@@ -127,8 +137,10 @@ def enroll_images(
 
 
 def _recalibrate(predictor: Predictor, manifest: dict[str, Any], items, layouts, old_bank: np.ndarray, old_seen: int,
-                 stamp: str, progress: Progress) -> dict[str, Any]:
-    """Cross-calibrate the new images, join their scores to the calibration in use, and set its threshold again."""
+                 copy_rows: int, stamp: str, progress: Progress) -> dict[str, Any]:
+    """Cross-calibrate the new images, join their scores to the calibration in use, and set its threshold again.
+
+    `old_seen`: the images' features behind the old bank, under the coreset rule; `copy_rows`: its rows beyond it (copies)."""
     post = manifest["postprocess"]
     engine = _entry(manifest, predictor.backend.engine)
     holder = engine if engine is not None and "calibration" in engine else post
@@ -140,7 +152,7 @@ def _recalibrate(predictor: Predictor, manifest: dict[str, Any], items, layouts,
     seed = int(manifest.get("config", {}).get("seed", 0))
     new_scores = predictor.scoring_head.fold_scores(
         [item.outputs for item in items], image_scorer(predictor, layouts), folds, seed, progress=progress,
-        base_bank=old_bank, base_seen=old_seen,
+        base_bank=old_bank, base_seen=old_seen, base_copy_rows=copy_rows,
     )
     refit = Calibration.fit(list(calibration.scores) + [float(s) for s in new_scores], folds, calibration.scored_by)
     rate = section.get("false_alarm_rate")

@@ -63,6 +63,7 @@ class KnnHead(Head):
         progress: Progress = silent_progress,
         base_bank: np.ndarray | None = None,
         base_seen: int = 0,
+        base_copy_rows: int = 0,
         cache: dict | None = None,
         copies: Sequence[Mapping[str, np.ndarray]] | None = None,
         copy_fraction: float | None = None,
@@ -75,8 +76,8 @@ class KnnHead(Head):
         one coreset pass over all features, not one per fold; the union is a little more redundant than
         a coreset of the pool, so fold scores run a little higher (a conservative threshold).
         `base_bank` (M, C) joins every fold bank, counted as `base_seen` features seen (enroll: the bank
-        before new images). `cache`: fold banks kept between calls on the same reference, folds and seed
-        (export: one set for all engines). `copies` (per image, its bank copies' outputs) with `copy_fraction`: each
+        before new images), `base_copy_rows` of its rows beyond the coreset rule (its nuisance copies' own share).
+        `cache`: fold banks kept between calls on the same reference, folds and seed (export: one set for all engines). `copies` (per image, its bank copies' outputs) with `copy_fraction`: each
         fold's copies go through a coreset of that fraction of their own and join the fold bank, as at training.
         """
         reference = [r[self.output] for r in reference]
@@ -85,7 +86,7 @@ class KnnHead(Head):
         n_folds = int(ids.max()) + 1
         banks = None if cache is None else cache.get((folds, seed))
         if banks is None:
-            banks = self._fold_banks(reference, ids, n_folds, base_bank, base_seen, progress)
+            banks = self._fold_banks(reference, ids, n_folds, base_bank, base_seen, progress, base_copy_rows)
             if copies is not None and copy_fraction:
                 banks = self._with_fold_copies(banks, [c[self.output] for c in copies], ids, n_folds, float(copy_fraction), progress)
             if cache is not None:
@@ -99,7 +100,7 @@ class KnnHead(Head):
         return scores
 
     def _fold_banks(self, reference: Sequence[np.ndarray], ids: np.ndarray, n_folds: int, base_bank: np.ndarray | None,
-                    base_seen: int, progress: Progress) -> list[MemoryBank]:
+                    base_seen: int, progress: Progress, base_copy_rows: int = 0) -> list[MemoryBank]:
         """Per fold, the bank without it: `base_bank` plus the other folds' coresets, each fold subsampled once."""
         info = self.artifact.manifest["memory_bank"]
         settings = info.get("coreset") or {"fraction": 1.0, "projection_dim": 64, "seed": 0}
@@ -108,7 +109,7 @@ class KnnHead(Head):
         others = int(round(fold_rows.sum() - fold_rows.mean())) if n_folds > 1 else int(fold_rows.sum())
         base = 0 if base_bank is None else int(base_bank.shape[0])
         # the share of new rows a fold bank keeps: the model's rule on (base + others) features, less the base bank
-        budget = coreset_target(settings, base_seen + others) - base
+        budget = coreset_target(settings, base_seen + others) + base_copy_rows - base
         fraction = float(np.clip(budget / max(1, others), 1e-9, 1.0))
         coresets = self._fold_coresets(rows, ids, n_folds, fraction, int(settings["projection_dim"]), int(settings["seed"]),
                                        "fold coresets", progress)

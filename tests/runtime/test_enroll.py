@@ -50,3 +50,24 @@ def test_enroll_runs_with_torch_blocked(tiny_trained, tiny_data_root, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "enrolled 4 good images" in done.stdout
+
+
+def test_enroll_keeps_the_coreset_rule_of_the_images_and_the_copies_rows_apart(tiny_trained, tiny_data_root, tmp_path):
+    # the bank copies went through a coreset of their own share at training: enroll applies the model's rule to the images'
+    # features only (counted with the copies', the new images would keep several times the training images' share)
+    from edgead.runtime.coreset import coreset_target
+
+    _, path = tiny_trained
+    model = shutil.copy(path, tmp_path / "m.edgead")
+    info = read_artifact(model).manifest["memory_bank"]
+    copies = info["nuisance_copies"]
+    assert copies["seen"] == 2 * (info["patch_features_seen"] - copies["seen"])  # the defaults' 2 bank copies per image
+    assert 0 < copies["kept"] < info["count"]
+    result = CliRunner().invoke(main, ["enroll", str(tiny_data_root / "test" / "good"), "--model", str(model), "-q"])
+    assert result.exit_code == 0, result.output
+    after = read_artifact(model).manifest["memory_bank"]
+    new_features = after["patch_features_seen"] - info["patch_features_seen"]
+    images_seen = info["patch_features_seen"] - copies["seen"] + new_features
+    assert after["count"] == coreset_target(info["coreset"], images_seen) + copies["kept"]
+    assert after["nuisance_copies"] == copies
+    assert f"plus {copies['kept']} rows for their nuisance copies" in result.output
