@@ -279,7 +279,7 @@ def _methods() -> list[str]:
                    "jpeg=lowest quality (40), light=brightness/contrast/gamma shift (0.2), blur=focus: blur sigma px, or as much sharpening (0.8), noise=grey levels (3), "
                    "shift=px (6), turns=0|1 (90-degree turns and flips, for textures; default 0); bank=copies of each image in the memory bank (2; the others "
                    "only calibrate), share=coreset fraction of the bank copies' features (0.01; 0: the --coreset rule for all); 0 turns one off, 'off' all. "
-                   "vq-restore: copies=2,bank=2,share=0 (the first defaults, which it was measured with).")
+                   "vq-restore: copies=2,bank=2,share=0 (the first defaults, which it was measured with). KEY=VALUE changes the method's own defaults.")
 @click.option("--device", default="cpu", show_default=True, callback=_device, help="Where training runs: cpu, cuda or cuda:N.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None, help="Continue a stopped run from its checkpoint (OUT.ckpt, written after each epoch).")
 @quiet_option
@@ -302,7 +302,8 @@ def train(data_dir, method, out, weights, device, resume, quiet, coreset, **opti
     if coreset is not None:
         options.update(parse_coreset(coreset))
     if options.get("nuisance") is not None:
-        options["nuisance"] = NuisanceConfig.parse(options["nuisance"])
+        own = getattr(detector.config_class(), "nuisance", None)  # the method's default, which the spec changes
+        options["nuisance"] = NuisanceConfig.parse(options["nuisance"], own)
     config = build_config(detector, options, TRAIN_FLAGS)
     dataset = open_dataset(data_dir)
     for warning in dataset.warnings:

@@ -81,13 +81,17 @@ class NuisanceConfig:
         return f"{self.copies} copies per good image ({into}, all in the calibration; {', '.join(x for x in on if x) or 'unchanged'})"
 
     @classmethod
-    def parse(cls, spec: str) -> NuisanceConfig:
-        """`--nuisance`: 'off', 'on' (the defaults), or KEY=VALUE,... over the defaults (e.g. 'copies=4,jpeg=30,turns=1')."""
+    def parse(cls, spec: str, base: NuisanceConfig | None = None) -> NuisanceConfig:
+        """`--nuisance`: 'off', 'on', or KEY=VALUE,... (e.g. 'copies=4,jpeg=30,turns=1').
+
+        `base` is the method's own default: 'on' and KEY=VALUE start from it where it is on (vq-restore keeps
+        its 2 copies when one strength is changed), from the general defaults where it is off (small-ae)."""
         spec = spec.strip()
+        start = base if base is not None and base.active else cls()
         if spec in ("off", "none", "0"):
             return cls(copies=0)
         if spec in ("on", "default", ""):
-            return cls()
+            return start
         given: dict[str, Any] = {}
         for item in spec.split(","):
             key, sep, value = (part.strip() for part in item.partition("="))
@@ -103,7 +107,7 @@ class NuisanceConfig:
                     given[key] = int(value) if kind == "int" else float(value)
             except ValueError:
                 raise ConfigError(f"--nuisance {key}={value!r} is not a {'whole number' if kind == 'int' else kind}") from None
-        return cls(**given)
+        return dataclasses.replace(start, **given)
 
     @classmethod
     def of(cls, value: Any) -> NuisanceConfig:

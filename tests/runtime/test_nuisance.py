@@ -1,5 +1,7 @@
 """Nuisance copies: deterministic, shape-keeping, each nuisance on its own switch, and what a camera does (not a defect)."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -71,6 +73,18 @@ def test_non_square_frames_keep_their_shape_when_turned(texture):
 ])
 def test_parse(spec, expected):
     assert NuisanceConfig.parse(spec) == expected
+
+
+def test_parse_changes_the_methods_own_defaults_where_they_are_on():
+    from edgead.config import FIRST_NUISANCE
+
+    first = NuisanceConfig(**FIRST_NUISANCE)  # vq-restore's
+    assert NuisanceConfig.parse("jpeg=30", first) == dataclasses.replace(first, jpeg=30)  # still 2 copies, share 0
+    assert NuisanceConfig.parse("on", first) == first
+    assert NuisanceConfig.parse("off", first) == NuisanceConfig(copies=0)
+    off = SmallAEConfig().nuisance  # small-ae's: off, so a change starts from the general defaults
+    assert NuisanceConfig.parse("jpeg=30", off) == NuisanceConfig(jpeg=30)
+    assert NuisanceConfig.parse("on", off) == NuisanceConfig()
 
 
 @pytest.mark.parametrize("spec, match", [
