@@ -17,7 +17,7 @@ from edgead.runtime.calibration import choose_threshold
 from edgead.runtime.framecheck import FrameCheck, ImageGeometry
 from edgead.runtime.heads import Head, open_head, with_scorer
 from edgead.runtime.inference import with_inference
-from edgead.runtime.postprocess import UPSAMPLING, anomaly_maps, image_scores, smooth
+from edgead.runtime.postprocess import UPSAMPLING, anomaly_maps, image_scores
 from edgead.runtime.preprocess import check_rgb, resize_to_input, stack_batch
 from edgead.runtime.scheduler import PatchScheduler, make_slots
 from edgead.runtime.tiling import Patches, cut_tiles, stitch
@@ -107,19 +107,13 @@ def prepare_batch(
 
 
 def frame_maps(
-    maps: np.ndarray, batch: Batch | None, tiling: Tiling | None, quantile: float | None = None, blur_sigma_px: float = 0.0
+    maps: np.ndarray, batch: Batch | None, tiling: Tiling | None, quantile: float | None = None
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Input-sized maps (N, h, w) -> per frame: image score and map (stitched at the frame's size when tiled).
-
-    `blur_sigma_px` smooths each stitched frame map (for maps that were not smoothed tile by tile).
-    """
+    """Input-sized maps (N, h, w), each already smoothed -> per frame: image score and map (stitched at the frame's size when tiled)."""
     if batch is None or not batch.tiles:
         frames = list(maps)
     else:
-        frames = [
-            smooth(stitch(maps[first : first + count], origins, hw, tiling.tile_px), blur_sigma_px)
-            for first, count, origins, hw in batch.tiles
-        ]
+        frames = [stitch(maps[first : first + count], origins, hw, tiling.tile_px) for first, count, origins, hw in batch.tiles]
     return image_scores(frames, quantile), frames
 
 

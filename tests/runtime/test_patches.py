@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgead.errors import ConfigError, DataError
+from edgead.runtime.postprocess import anomaly_maps
 from edgead.runtime.predictor import Tiling, frame_maps, prepare_batch
 from edgead.runtime.scheduler import PatchScheduler, stage
 from edgead.runtime.tiling import Patches, cut_tiles, stitch
@@ -54,7 +55,7 @@ def test_a_constant_per_patch_error_gives_a_constant_map(case, value, blur_sigma
     object.__setattr__(tiling, "stride_px", stride)  # tiles under 16 px: the CLI refuses them, the law holds anyway
     batch = prepare_batch(frames, (tile, tile), tiling)
     grids = np.full((len(batch.images), tile, tile), value, np.float32)
-    scores, maps = frame_maps(grids, batch, tiling, None, blur_sigma_px)
+    scores, maps = frame_maps(anomaly_maps(grids, (tile, tile), blur_sigma_px), batch, tiling, None)  # smoothed per patch, then stitched
     for frame, anomaly_map, score in zip(frames, maps, scores):
         assert anomaly_map.shape == frame.shape[:2]
         np.testing.assert_allclose(anomaly_map, value, rtol=1e-6, atol=1e-6)
