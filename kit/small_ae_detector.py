@@ -411,9 +411,8 @@ def to_artifact_parts(trained: TrainedSmallAE) -> tuple[dict, dict[str, bytes]]:
             "blur_sigma_px": cfg.blur_sigma_px,
             "score_quantile": cfg.score_quantile,
             "image_score": "max of map" if cfg.score_quantile is None else f"quantile {cfg.score_quantile} of map",
-            # the patches' (tiles') maps are smoothed and accumulated into the frame's map (overlaps averaged); the smooth-once
-            # reading of this key was never reached (runtime/predictor.py), and models calibrated with it are kept as they are
-            "smooth": "frame",
+            # the patches' (tiles') maps are smoothed, then accumulated into the frame's map (overlaps averaged). Models before
+            # this wrote `smooth: frame`, which no runtime ever read: a smooth-once mode needs a key of its own
             "image_threshold": float("inf"),  # replaced by the default scorer's calibration
             **calibrations.get(default, {}),
         },
