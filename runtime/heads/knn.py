@@ -103,7 +103,7 @@ class KnnHead(Head):
                     base_seen: int, progress: Progress, base_copy_rows: int = 0) -> list[MemoryBank]:
         """Per fold, the bank without it: `base_bank` plus the other folds' coresets, each fold subsampled once."""
         info = self.artifact.manifest["memory_bank"]
-        settings = info.get("coreset") or {"fraction": 1.0, "projection_dim": 64, "seed": 0}
+        settings = self._coreset_settings()
         rows = [_rows(features) for features in reference]
         fold_rows = np.array([sum(rows[i].shape[0] for i in np.flatnonzero(ids == fold)) for fold in range(n_folds)])
         others = int(round(fold_rows.sum() - fold_rows.mean())) if n_folds > 1 else int(fold_rows.sum())
@@ -137,11 +137,15 @@ class KnnHead(Head):
     def _with_fold_copies(self, banks: list[MemoryBank], copies: Sequence[np.ndarray], ids: np.ndarray, n_folds: int,
                           fraction: float, progress: Progress) -> list[MemoryBank]:
         """Each fold bank joined by the other folds' copy coresets (`fraction` of their rows, subsampled per fold)."""
-        settings = self.artifact.manifest["memory_bank"].get("coreset") or {"projection_dim": 64, "seed": 0}
+        settings = self._coreset_settings()
         coresets = self._fold_coresets([_rows(features) for features in copies], ids, n_folds, min(1.0, fraction),
                                        int(settings["projection_dim"]), int(settings["seed"]) + n_folds, "fold coresets of the copies", progress)
         return [MemoryBank(np.concatenate([np.asarray(bank.features, np.float16)] + [c for j, c in enumerate(coresets) if j != fold]), k=bank.k)
                 for fold, bank in enumerate(banks)]
+
+    def _coreset_settings(self) -> dict:
+        """The bank's coreset rule as stored; models without one kept every feature."""
+        return self.artifact.manifest["memory_bank"].get("coreset") or {"fraction": 1.0, "projection_dim": 64, "seed": 0}
 
     @property
     def coreset_device(self) -> str:
