@@ -199,7 +199,7 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar
 # `edgead train` options -> config field names (the same for every detector that has the field)
 TRAIN_FLAGS = {
     "backbone": "--backbone", "image_size_px": "--image-size", "coreset_fraction": "--coreset", "coreset_count": "--coreset",
-    "k": "--k", "feature_dim": "--feature-dim", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
+    "k": "--k", "feature_dim": "--feature-dim", "feature_stages": "--feature-stages", "holdout_fraction": "--holdout", "tile_px": "--tile", "stride_px": "--stride",
     "false_alarm_rate": "--false-alarm-rate", "folds": "--folds",
     "score_quantile": "--score-quantile", "blur_sigma_px": "--blur-sigma", "batch_size": "--batch-size", "seed": "--seed",
     "epochs": "--epochs", "map_upsample": "--map-upsample", "reflect_pad_px": "--reflect-pad", "patch_cells": "--patch-cells",
@@ -213,6 +213,16 @@ TRAIN_FLAGS = {
     "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
     "passes": "--passes", "eta_defects": "--eta-defects", "anomaly_map": "--anomaly-map",
 }
+
+
+def _stages(value: str | None) -> tuple[int, ...] | None:
+    """'2,3,4' -> (2, 3, 4): --feature-stages; the backbone checks which stages it has."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(s) for s in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of stage numbers such as 2,3,4") from None
 
 
 def _methods() -> list[str]:
@@ -231,6 +241,9 @@ def _methods() -> list[str]:
 @click.option("--coreset", default=None, help="Memory bank size: a fraction of all patch features (default 0.1) or a count (5000).")
 @click.option("--k", type=int, default=None, help="Nearest neighbours averaged per patch score (default 1).")
 @click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
+@click.option("--feature-stages", default=None, metavar="2,4|2,3,4|...", callback=lambda _c, _p, v: _stages(v),
+              help="EfficientNet-Lite stages whose outputs make the patch feature, the stride-8 stage 2 first (default 2,4: 40 + 112 ch; "
+                   "patchwise-ae: see its README section).")
 @click.option("--false-alarm-rate", type=float, default=None,
               help="Share of good images the threshold may flag, per image (default 0.01 = 1 in 100); a rate below 1/N (N good images) is extrapolated.")
 @click.option("--folds", type=click.IntRange(min=2), default=None, help="Cross-calibration folds: each good image is scored by a model built without its fold (default 5).")

@@ -150,6 +150,9 @@ class PatchCoreConfig:
     reflect_pad_px: int = 0
     # channels of the patch feature after fixed average pooling over channels; None keeps them all
     feature_dim: int | None = None
+    # which backbone stages make the patch feature, the stride-8 one first (EfficientNet-Lite stage indices, e.g. (2, 3, 4));
+    # None: the backbone's own pair (Lite: stages 2 and 4, 40 + 112 ch; WideResNet: layer2 and layer3)
+    feature_stages: tuple[int, ...] | None = None
     # coreset: a fraction of all patch features (0 < f <= 1) or an absolute count (> 1)
     coreset_fraction: float | None = 0.1
     coreset_count: int | None = None
@@ -173,6 +176,8 @@ class PatchCoreConfig:
 
     def __post_init__(self) -> None:
         _nuisance_field(self)
+        if self.feature_stages is not None:  # a stored model's JSON list, or the CLI's tuple
+            object.__setattr__(self, "feature_stages", tuple(int(s) for s in self.feature_stages))
         if self.image_size_px < 32 or self.image_size_px % 16:
             raise ConfigError(
                 f"image size {self.image_size_px} px is not usable: pick a multiple of 16 of at least 32 (e.g. 256)"

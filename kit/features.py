@@ -21,7 +21,7 @@ class PatchFeatureModel(nn.Module):
     """uint8 RGB images (N, H, W, 3) -> patch features (N, C, H/8, W/8), float32.
 
     Holds preprocessing (scale, normalise, NHWC->NCHW), the truncated backbone, neighbourhood
-    averaging of each stage, the deeper stage upsampled onto the stride-8 grid and concatenated,
+    averaging of each stage, the deeper stages upsampled onto the stride-8 grid and concatenated,
     and an optional fixed channel pooling. Everything after (kNN, maps) lives in the runtime.
     """
 
@@ -55,13 +55,13 @@ class PatchFeatureModel(nn.Module):
         if pad:
             # mirrored context instead of the network's zero padding: border patches look like interior ones
             x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        shallow, deep = self.backbone(x)
+        maps = self.backbone(x)  # the stride-8 stage first, then deeper ones (stride 16 or 32)
         if self.patch_cells > 1:
             half = self.patch_cells // 2
-            shallow = F.avg_pool2d(shallow, self.patch_cells, stride=1, padding=half, count_include_pad=self.pool_zero_pad)
-            deep = F.avg_pool2d(deep, self.patch_cells, stride=1, padding=half, count_include_pad=self.pool_zero_pad)
-        deep = F.interpolate(deep, size=shallow.shape[-2:], mode="bilinear", align_corners=False)
-        features = torch.cat([shallow, deep], dim=1)
+            maps = [F.avg_pool2d(m, self.patch_cells, stride=1, padding=half, count_include_pad=self.pool_zero_pad) for m in maps]
+        shallow = maps[0]
+        deep = [F.interpolate(m, size=shallow.shape[-2:], mode="bilinear", align_corners=False) for m in maps[1:]]
+        features = torch.cat([shallow, *deep], dim=1)
         if self.pooling is not None:
             features = F.conv2d(features, self.pooling)
         if pad:

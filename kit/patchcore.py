@@ -81,7 +81,9 @@ class TrainedPatchCore:
 
 def build_feature_model(config: PatchCoreConfig, weights: Path | None = None, pretrained: bool = True) -> PatchFeatureModel:
     """The exported graph for `config`: backbone plus patch aggregation, in eval mode."""
-    backbone = build_backbone(config.backbone, weights=weights, pretrained=pretrained)
+    backbone = build_backbone(config.backbone, weights=weights, pretrained=pretrained, stages=config.feature_stages)
+    side = config.image_size_px + 2 * config.reflect_pad_px
+    backbone.check_input_px(side, side)  # a stride-32 stage needs multiples of 32
     return PatchFeatureModel(backbone, config.patch_cells, config.feature_dim, config.reflect_pad_px, config.pool_zero_pad).eval()
 
 

@@ -14,22 +14,22 @@ _KEYS_SHOWN = 5
 
 
 class FeatureBackbone(nn.Module):
-    """A frozen CNN trunk that maps a normalised image to two mid-level feature maps.
+    """A frozen CNN trunk that maps a normalised image to two or more mid-level feature maps.
 
     forward(x): x (N, 3, H, W) float, RGB, already normalised with `mean`/`std` on 0-1 input;
-    returns (N, C1, H/8, W/8), (N, C2, H/16, W/16). H and W must be multiples of
-    `input_multiple_px` (see `check_input_px`).
+    returns (N, C1, H/8, W/8), (N, C2, H/16, W/16) by default, one map per `feature_strides`
+    entry, the stride-8 one first. H and W must be multiples of `input_multiple_px` (see `check_input_px`).
     """
 
     name: str = ""
-    feature_channels: tuple[int, int] = (0, 0)
-    feature_strides: tuple[int, int] = (8, 16)
+    feature_channels: tuple[int, ...] = (0, 0)
+    feature_strides: tuple[int, ...] = (8, 16)
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     input_multiple_px: int = 16
 
     def check_input_px(self, height_px: int, width_px: int) -> None:
-        """Raise ConfigError unless an input of this size gives exact H/8 and H/16 feature maps."""
+        """Raise ConfigError unless an input of this size gives exact feature maps at every stride."""
         m = self.input_multiple_px
         if height_px <= 0 or width_px <= 0 or height_px % m or width_px % m:
             raise ConfigError(

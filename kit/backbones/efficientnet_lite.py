@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgead.errors import DependencyError
+from edgead.errors import ConfigError, DependencyError
 
 from .base import FeatureBackbone, load_checked, read_state_dict
 
@@ -182,31 +182,56 @@ class EfficientNetLite0(nn.Module):
 
 
 class EfficientNetLiteFeatures(FeatureBackbone):
-    """Stem and blocks up to the stride-16 stage only: its features and the stride-8 stage's (Lite0: 40 and 112 ch)."""
+    """Stem and blocks up to the deepest feature stage only, returning each feature stage's output.
+
+    By default stages 2 and 4 (Lite0: 40 ch at stride 8, 112 ch at stride 16); `stages` picks others, e.g. (2, 3, 4)
+    or (2, 3, 4, 5) (+80 ch at stride 16, +192 ch at stride 32). The first must be the stride-8 stage 2.
+    """
 
     mean = MEAN
     std = STD
-    input_multiple_px = 16
-    feature_strides = (8, 16)
 
-    def __init__(self, variant: _Variant = _LITE0) -> None:
+    def __init__(self, variant: _Variant = _LITE0, stages: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        stages = _FEATURE_STAGES if stages is None else tuple(stages)
+        check_stages(variant.name, stages)
+        ends = [sum(r for r, *_ in variant.stages[: i + 1]) - 1 for i in range(len(variant.stages))]
         self.name = variant.name
-        self.feature_channels = variant.feature_channels
-        self._feature_blocks = variant.feature_blocks
+        self.feature_channels = tuple(variant.stages[i][-1] for i in stages)
+        self.feature_strides = tuple(_stage_stride(variant, i) for i in stages)
+        self.input_multiple_px = max(16, self.feature_strides[-1])  # SAME padding equals TF's on even sizes only
+        self._feature_blocks = tuple(ends[i] for i in stages)
         self._conv_stem = _conv(3, _STEM_CHANNELS, 3, 2)
         self._bn0 = _bn(_STEM_CHANNELS)
-        self._blocks = _blocks(variant.feature_blocks[1] + 1, variant)
+        self._blocks = _blocks(self._feature_blocks[-1] + 1, variant)
         _init_random(self)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks[: self._feature_blocks[0] + 1]:
-            x = block(x)
-        stride8 = x
-        for block in self._blocks[self._feature_blocks[0] + 1 :]:
-            x = block(x)
-        return stride8, x
+        outputs, start = [], 0
+        for end in self._feature_blocks:
+            for block in self._blocks[start : end + 1]:
+                x = block(x)
+            outputs.append(x)
+            start = end + 1
+        return tuple(outputs)
+
+
+def _stage_stride(variant: _Variant, stage: int) -> int:
+    stride = 2  # the stem
+    for _, _, first_stride, _, _ in variant.stages[: stage + 1]:
+        stride *= first_stride
+    return stride
+
+
+def check_stages(name: str, stages: tuple[int, ...]) -> None:
+    """Raise ConfigError unless `stages` are increasing Lite stage indices that start with the stride-8 stage 2."""
+    valid = range(_FEATURE_STAGES[0], len(_STAGES))
+    if not stages or stages[0] != _FEATURE_STAGES[0] or any(s not in valid for s in stages) or list(stages) != sorted(set(stages)):
+        raise ConfigError(
+            f"{name} feature stages {','.join(map(str, stages))} are not usable: give increasing stage indices from "
+            f"{valid.start} to {valid.stop - 1} starting with {_FEATURE_STAGES[0]} (the stride-8 stage), e.g. 2,4 or 2,3,4"
+        )
 
 
 EfficientNetLite0Features = EfficientNetLiteFeatures
@@ -240,11 +265,11 @@ def efficientnet_lite0(weights: str | Path | None = None, pretrained: bool = Tru
 
 
 def efficientnet_lite_features(
-    name: str, weights: str | Path | None = None, pretrained: bool = True
+    name: str, weights: str | Path | None = None, pretrained: bool = True, stages: tuple[int, ...] | None = None
 ) -> EfficientNetLiteFeatures:
-    """The truncated feature extractor in eval mode; keys past the stride-16 stage in the weights are ignored."""
+    """The truncated feature extractor in eval mode; keys past its deepest feature stage in the weights are ignored."""
     variant = VARIANTS[name]
-    model = EfficientNetLiteFeatures(variant)
+    model = EfficientNetLiteFeatures(variant, stages)
     if pretrained:
         path = Path(weights) if weights is not None else packaged_weights_path(name)
         unused = tuple(f"_blocks.{i}." for i in range(len(model._blocks), variant.num_blocks)) + (
@@ -254,13 +279,19 @@ def efficientnet_lite_features(
     return model.eval()
 
 
-def efficientnet_lite0_features(weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLiteFeatures:
-    return efficientnet_lite_features("efficientnet_lite0", weights, pretrained)
+def efficientnet_lite0_features(
+    weights: str | Path | None = None, pretrained: bool = True, stages: tuple[int, ...] | None = None
+) -> EfficientNetLiteFeatures:
+    return efficientnet_lite_features("efficientnet_lite0", weights, pretrained, stages)
 
 
-def efficientnet_lite1_features(weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLiteFeatures:
-    return efficientnet_lite_features("efficientnet_lite1", weights, pretrained)
+def efficientnet_lite1_features(
+    weights: str | Path | None = None, pretrained: bool = True, stages: tuple[int, ...] | None = None
+) -> EfficientNetLiteFeatures:
+    return efficientnet_lite_features("efficientnet_lite1", weights, pretrained, stages)
 
 
-def efficientnet_lite2_features(weights: str | Path | None = None, pretrained: bool = True) -> EfficientNetLiteFeatures:
-    return efficientnet_lite_features("efficientnet_lite2", weights, pretrained)
+def efficientnet_lite2_features(
+    weights: str | Path | None = None, pretrained: bool = True, stages: tuple[int, ...] | None = None
+) -> EfficientNetLiteFeatures:
+    return efficientnet_lite_features("efficientnet_lite2", weights, pretrained, stages)

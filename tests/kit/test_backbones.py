@@ -257,3 +257,33 @@ def test_efficientnet_lite1_and_lite2_weights_classify_photos_and_give_features(
         with torch.inference_mode():
             stride8, stride16 = features(x)
         assert stride8.shape[1:] == (channels[0], 28, 28) and stride16.shape[1:] == (channels[1], 14, 14)
+
+
+def test_feature_stages_return_those_stages_outputs():
+    """--feature-stages: each named stage's output, the same blocks and weights as the default pair's."""
+    torch.manual_seed(0)
+    wide = build_backbone("efficientnet_lite0", pretrained=False, stages=(2, 3, 4, 5))
+    assert wide.feature_channels == (40, 80, 112, 192) and wide.feature_strides == (8, 16, 16, 32)
+    assert wide.input_multiple_px == 32 and len(wide._blocks) == 15
+    pair = build_backbone("efficientnet_lite0", pretrained=False)
+    pair.load_state_dict({k: v for k, v in wide.state_dict().items() if k in pair.state_dict()})
+    x = torch.randn(1, 3, 64, 96)
+    with torch.inference_mode():
+        maps, (stride8, stride16) = wide(x), pair(x)
+    assert [m.shape[1:] for m in maps] == [(40, 8, 12), (80, 4, 6), (112, 4, 6), (192, 2, 3)]
+    assert torch.equal(maps[0], stride8) and torch.equal(maps[2], stride16)
+    assert build_backbone("efficientnet_lite2", pretrained=False, stages=(2, 3)).feature_channels == (48, 88)
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        wide.check_input_px(240, 256)
+
+
+@pytest.mark.parametrize("stages", [(3, 4), (2, 2), (2, 4, 3), (2, 7), ()])
+def test_unusable_feature_stages_are_config_errors(stages):
+    with pytest.raises(ConfigError, match="starting with 2"):
+        build_backbone("efficientnet_lite0", pretrained=False, stages=stages)
+
+
+def test_wide_resnet_takes_its_own_pair_only():
+    assert build_backbone("wide_resnet50_2", pretrained=False, stages=(2, 3)).feature_channels == (512, 1024)
+    with pytest.raises(ConfigError, match="own two feature maps only, stages 2,3"):
+        build_backbone("wide_resnet50_2", pretrained=False, stages=(2, 4))
