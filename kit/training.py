@@ -116,6 +116,7 @@ def load_checkpoint(
         raise ConfigError(f"--resume {path} is not an edgead training checkpoint")
     if meta["method"] != method:
         raise ConfigError(f"--resume {path} is a checkpoint of --method {meta['method']}, not {method}; resume it with --method {meta['method']} or start afresh")
+    config = json.loads(json.dumps(config))  # as the checkpoint stores it: tuples (feature_stages) come back as lists
     differ = sorted(key for key in set(config) | set(meta["config"])
                     if key not in AFTER_TRAINING_KEYS and config.get(key) != meta["config"].get(key))
     if differ:
