@@ -243,7 +243,7 @@ def _methods() -> list[str]:
 @click.option("--feature-dim", type=int, default=None, help="Pool patch features to this many channels (default: all for efficientnet_lite0, 1024 for wide_resnet50_2).")
 @click.option("--feature-stages", default=None, metavar="2,4|2,3,4|...", callback=lambda _c, _p, v: _stages(v),
               help="EfficientNet-Lite stages whose outputs make the patch feature, the stride-8 stage 2 first (default 2,4: 40 + 112 ch; "
-                   "patchwise-ae: 2,3, 40 + 80 ch).")
+                   "patchwise-ae: see its README section).")
 @click.option("--false-alarm-rate", type=float, default=None,
               help="Share of good images the threshold may flag, per image (default 0.01 = 1 in 100); a rate below 1/N (N good images) is extrapolated.")
 @click.option("--folds", type=click.IntRange(min=2), default=None, help="Cross-calibration folds: each good image is scored by a model built without its fold (default 5).")
@@ -260,7 +260,7 @@ def _methods() -> list[str]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per batch (default 8; small-ae: patches per training step, default 32).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs of a learned detector (default: the method's).")
-@click.option("--compressed-dim", type=click.IntRange(min=1), default=None, help="patchwise-ae: channels of the compressed patch feature (default 120, the width of its default --feature-stages 2,3; 152 for 2,4).")
+@click.option("--compressed-dim", type=click.IntRange(min=1), default=None, help="patchwise-ae: channels of the compressed patch feature (default 152).")
 @click.option("--freeze-backbone/--fine-tune-backbone", "freeze_backbone", default=None, help="patchwise-ae: keep the pretrained backbone fixed (default), or fine-tune it at --backbone-lr.")
 @click.option("--lr", type=float, default=None, help="Learning rate: patchwise-ae the compression and decoder layers (default 1e-4); small-ae Adam (default 2e-3).")
 @click.option("--backbone-lr", type=float, default=None, help="patchwise-ae: learning rate of the backbone when fine-tuned (default 1e-4).")

@@ -241,13 +241,9 @@ class PatchwiseAEConfig(PatchCoreConfig):
     Training fields come after PatchCore's; the bank, tiling and post-processing fields mean what they mean there.
     """
 
-    # Lite0 stages 2 + 3 (40 + 80 ch, the 80 at stride 16), not PatchCore's 2 + 4 (40 + 112): on the demo data (seed 1, proxy,
-    # 4 seeds) mean image AUROC / AUPRO ~0.90 / 0.80 against 0.83 / 0.79; PatchCore on 2 + 3 gains as much (README)
-    feature_stages: tuple[int, ...] | None = (2, 3)
     # c3: channels of the compressed patch feature (the bank's dim); the encoder's 1x1 layers go c1+c2 -> hidden -> c3.
-    # 120 = the width of Lite0's stages 2 + 3, so that the compression starts as the identity (152 with --feature-stages 2,4);
-    # narrower lost: 64 from 152 lost 0.05 image AUROC and 0.06 AUPRO, 232 (stages 2 + 3 + 4) to 152 lost 0.01 / 0.01
-    compressed_dim: int = 120
+    # 152 = EfficientNet-Lite0's c1 + c2: on the demo data (seed 1) 64 lost 0.05 image AUROC and 0.06 AUPRO to it, 256 gained nothing
+    compressed_dim: int = 152
     # hidden width of the training-only decoder (1x1 conv, ReLU, 1x1 conv to stride x stride x 3 pixels)
     decoder_dim: int = 256
     epochs: int = 10
@@ -302,11 +298,8 @@ class PatchwiseAEConfig(PatchCoreConfig):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PatchwiseAEConfig:
-        # models before --compress-init were initialised at random (and their hidden layer is (c + c3) // 2 wide);
-        # models before --feature-stages read the backbone's own pair (Lite: stages 2 and 4)
-        return config_from_dict(
-            cls, data, "patchwise-ae", {"pool_zero_pad": False, "nuisance": NO_NUISANCE, "compress_init": "random", "feature_stages": None}
-        )
+        # models before --compress-init were initialised at random (and their hidden layer is (c + c3) // 2 wide)
+        return config_from_dict(cls, data, "patchwise-ae", {"pool_zero_pad": False, "nuisance": NO_NUISANCE, "compress_init": "random"})
 
 
 @dataclass(frozen=True)

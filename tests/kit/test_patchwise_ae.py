@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from edgead.artifact import read_artifact
 from edgead.cli import main
-from edgead.config import PatchCoreConfig, PatchwiseAEConfig
+from edgead.config import PatchwiseAEConfig
 from edgead.errors import ConfigError
 from edgead.kit.patchwise_ae import PatchDecoder, fit_patchwise_ae, hybrid_loss, patches
 from edgead.runtime.datasets import open_dataset
@@ -90,21 +90,16 @@ def test_bad_settings_are_errors(kwargs, match):
         PatchwiseAEConfig(**kwargs)
 
 
-def test_the_defaults_are_lite0_stages_2_and_3_at_their_own_width_and_move_the_compression_little():
-    """The measured defaults (README, "The patch-wise auto-encoder beside PatchCore"): Lite0 stages 2 + 3 (40 + 80 ch; 2 + 4,
-    PatchCore's, lost 0.07 mean image AUROC on seed-1 demo data), c3 as wide as them (narrower lost image AUROC and AUPRO),
-    and lr 1e-4 (1e-3, the paper's setting, stays an option)."""
+def test_the_defaults_keep_patchcores_width_and_move_the_compression_little():
+    """The measured defaults (README, "The patch-wise auto-encoder beside PatchCore"): c3 as wide as the backbone's c1 + c2
+    (64 lost image AUROC and AUPRO on every demo category), and lr 1e-4 (1e-3, the paper's setting, stays an option)."""
     from edgead.kit.patchwise_ae import build_encoder
 
     config = PatchwiseAEConfig()
-    assert config.feature_stages == (2, 3) and PatchCoreConfig().feature_stages is None  # PatchCore keeps stages 2 + 4
     encoder = build_encoder(config, pretrained=False)
-    assert encoder.features.backbone.feature_channels == (40, 80) and encoder.features.backbone.feature_strides == (8, 16)
-    assert encoder.out_channels == encoder.features.out_channels == 120
+    assert encoder.out_channels == encoder.features.out_channels == 152
     assert config.lr == 1e-4 and config.epochs == 10 and config.loss_alpha == 0.5
     assert PatchwiseAEConfig(lr=1e-3, compressed_dim=64).compressed_dim == 64
-    # PatchCore's stages at their width: the identity start again
-    assert build_encoder(PatchwiseAEConfig(feature_stages=(2, 4), compressed_dim=152, compress_init="identity"), pretrained=False).out_channels == 152
 
 
 def test_an_identity_initialised_compression_starts_as_patchcores_feature():
@@ -115,7 +110,7 @@ def test_an_identity_initialised_compression_starts_as_patchcores_feature():
     images = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     with torch.no_grad():
         torch.testing.assert_close(encoder(images), encoder.features(images), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ConfigError, match="--compressed-dim 120"):
+    with pytest.raises(ConfigError, match="--compressed-dim 152"):
         build_encoder(PatchwiseAEConfig(compress_init="identity", compressed_dim=64), pretrained=False)
     with pytest.raises(ConfigError, match="--compress-init"):
         PatchwiseAEConfig(compress_init="zeros")
@@ -136,12 +131,11 @@ def test_train_writes_a_knn_model_of_compressed_features(tiny_pwae):
     manifest = read_artifact(path).manifest
     assert manifest["method"] == "patchwise-ae" and manifest["head"] == {"name": "knn", "graph": "features", "output": "features"}
     assert manifest["memory_bank"]["dim"] == 16 and manifest["features"]["channels"] == 16
-    assert manifest["features"]["compressed_from"] == 120 and len(manifest["training"]["epoch_losses"]) == 1
-    assert manifest["config"]["feature_stages"] == [2, 3] and manifest["features"]["backbone_channels"] == [40, 80]
+    assert manifest["features"]["compressed_from"] == 152 and len(manifest["training"]["epoch_losses"]) == 1
     assert manifest["graphs"]["features"]["outputs"][0]["shape"] == ["batch", 16, SIZE // 8, SIZE // 8]
     for entry in manifest["engines"]:
         assert entry["parity"]["max_rel_score_diff"] < 1e-4, entry
-    assert "120 -> 16 channels" in output
+    assert "152 -> 16 channels" in output
     # PatchCore's nuisance copies by default: 2 of 4 copies per image in the bank, through a coreset share of their own
     assert manifest["config"]["nuisance"]["copies"] == 4 and manifest["config"]["nuisance"]["share"] == 0.01
     assert "4 copies per good image (2 in the bank at coreset share 0.01" in output
@@ -199,35 +193,15 @@ def test_the_default_initialisation_is_the_identity_where_the_widths_allow_it():
 
     images = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
     assert PatchwiseAEConfig().compress_init == "auto"
-    encoder = build_encoder(PatchwiseAEConfig(), pretrained=False)  # 120 channels: identity
+    encoder = build_encoder(PatchwiseAEConfig(), pretrained=False)  # 152 channels: identity
     with torch.no_grad():
         torch.testing.assert_close(encoder(images), encoder.features(images), rtol=1e-5, atol=1e-5)
     narrow = build_encoder(PatchwiseAEConfig(compressed_dim=64), pretrained=False)  # the paper's width: random, no error
-    assert narrow.out_channels == 64 and narrow.compress[0].out_channels == (120 + 64) // 2
+    assert narrow.out_channels == 64 and narrow.compress[0].out_channels == (152 + 64) // 2
     # a model written before the option was initialised at random: it loads with that layout
     stored = {k: v for k, v in PatchwiseAEConfig().to_dict().items() if k != "compress_init"}
     assert PatchwiseAEConfig.from_dict(stored).compress_init == "random"
     assert PatchwiseAEConfig.from_dict(PatchwiseAEConfig().to_dict()) == PatchwiseAEConfig()
-
-
-def test_a_model_stored_before_feature_stages_reads_patchcores_pair():
-    """A manifest without feature_stages (every patch-wise model before it, at 152 channels) rebuilds stages 2 + 4, not 2 + 3."""
-    from edgead.kit.patchwise_ae import build_encoder
-
-    stored = {k: v for k, v in PatchwiseAEConfig(compressed_dim=152, compress_init="identity").to_dict().items() if k != "feature_stages"}
-    config = PatchwiseAEConfig.from_dict(json.loads(json.dumps(stored)))
-    assert config.feature_stages is None
-    torch.manual_seed(0)
-    old = build_encoder(config, pretrained=False)
-    assert old.features.backbone.feature_channels == (40, 112) and old.features.out_channels == old.out_channels == 152
-    # and the stored weights of such a model load into it as they were written (the same keys and shapes)
-    written = {k: v.clone() for k, v in old.state_dict().items()}
-    rebuilt = build_encoder(PatchwiseAEConfig.from_dict(json.loads(json.dumps(stored))), pretrained=False)
-    rebuilt.load_state_dict(written)  # strict
-    images = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt(images), old(images))
-    assert PatchwiseAEConfig.from_dict({**stored, "feature_stages": [2, 3]}).feature_stages == (2, 3)  # a stored JSON list
 
 
 def test_feature_stages_reach_the_exported_graphs_and_bad_ones_are_one_line_errors(tiny_data_root, tmp_path):
