@@ -220,3 +220,16 @@ def test_feature_stages_reach_the_exported_graphs_and_bad_ones_are_one_line_erro
     _one_line_error(result, "feature stages 3,4 are not usable")
     result = CliRunner().invoke(main, ["train", str(tiny_data_root), "--feature-stages", "2,x", "--out", str(tmp_path / "m.edgead"), *small])
     assert result.exit_code == 2 and "comma-separated list of stage numbers" in result.output
+
+
+def test_other_feature_stages_at_their_own_width_start_as_the_identity():
+    """--feature-stages 2,3 --compressed-dim 120: the compression of Lite0's 40 + 80 channels starts as PatchCore's feature on them."""
+    from edgead.kit.patchwise_ae import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder(PatchwiseAEConfig(feature_stages=(2, 3), compressed_dim=120), pretrained=False)
+    assert encoder.features.backbone.feature_channels == (40, 80) and encoder.out_channels == 120
+    images = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(images), encoder.features(images), rtol=1e-5, atol=1e-5)
+    assert PatchwiseAEConfig().feature_stages is None  # the defaults keep PatchCore's stages 2,4 (README: "A wider input feature")
