@@ -582,9 +582,14 @@ def bench(model, backend, device, precision, scorer, inference, restoration, eta
 @backend_option
 @device_option
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the updated model here (default: update --model in place, atomically).")
+@click.option("--recalibrate", type=click.Choice(["auto", "all", "new"]), default="auto", show_default=True,
+              help="Where the new threshold stands: 'all' = the new images' scores join the old calibration (more of the same "
+                   "material); 'new' = on the new images (and their nuisance copies) alone, at the model's false-alarm rate "
+                   "(new material: at least 10 images); 'auto' = 'new' when the new images drifted (their median score above "
+                   "what 90% of the calibration's good images scored, as `run` tests drift), else 'all'.")
 @quiet_option
 @loading_options
-def enroll(inputs, model, backend, device, out, quiet, loading):
+def enroll(inputs, model, backend, device, out, recalibrate, quiet, loading):
     """Add new good images (files or folders) to the model's memory bank, on the device, without an engine rebuild."""
     from edgead.runtime.enroll import enroll_images
     from edgead.runtime.predict import plan_outputs
@@ -592,7 +597,7 @@ def enroll(inputs, model, backend, device, out, quiet, loading):
     paths = [job.path for job in plan_outputs([Path(p) for p in inputs])]
     with _open_predictor(model, backend, device, loading=loading) as predictor:
         target = Path(out) if out else predictor.artifact.path
-        summary = enroll_images(predictor, paths, target, progress=_progress(quiet))
+        summary = enroll_images(predictor, paths, target, progress=_progress(quiet), recalibrate=recalibrate)
         backend_name = predictor.describe()
     click.echo(f"enrolled {summary.images} good images into {target} (features by {backend_name})")
     for line in summary.lines():
