@@ -584,9 +584,10 @@ def bench(model, backend, device, precision, scorer, inference, restoration, eta
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the updated model here (default: update --model in place, atomically).")
 @click.option("--recalibrate", type=click.Choice(["auto", "all", "new"]), default="auto", show_default=True,
               help="Where the new threshold stands: 'all' = the new images' scores join the old calibration (more of the same "
-                   "material); 'new' = on the new images (and their nuisance copies) alone, at the model's false-alarm rate "
-                   "(new material: at least 10 images); 'auto' = 'new' when the new images drifted (their median score above "
-                   "what 90% of the calibration's good images scored, as `run` tests drift), else 'all'.")
+                   "material); 'new' = the old calibration moved to the new images' level (their median score, each against "
+                   "the bank without it), at the model's false-alarm rate and above every new image (new material; at least 10 "
+                   "images); 'auto' = 'new' when the new images drifted (their median score above what 90% of the calibration's "
+                   "good images scored, as `run` tests drift), else 'all'.")
 @quiet_option
 @loading_options
 def enroll(inputs, model, backend, device, out, recalibrate, quiet, loading):

@@ -6,10 +6,16 @@ model's coreset rule. Then the threshold is set again for the model's false-alar
 
 * `all`: their scores join the calibration's (the training images and their copies), as when more of
   the same material is enrolled;
-* `new`: the threshold stands on the new images alone, with their nuisance copies where the model has
-  copies (scored, never banked): for new material (drift). Joined to a few hundred old scores, a few
-  new ones do not move the threshold, which stays where the old material put it, above most defects
-  of the new one.
+* `new`: for new material (drift). Joined to a few hundred old scores, a few new ones do not move the
+  threshold, which stays where the old material put it, above most defects of the new one. Tens of
+  new images cannot set a threshold for a 1% rate by themselves either (their tail, extrapolated from
+  a handful of scores, lands anywhere): the new images give the level, the old calibration the shape.
+  They are cross-calibrated with up to `MAX_NEW_FOLDS` folds (leave-one-out for up to that many: with
+  5 folds a fifth of the new material is missing from each fold bank, and the new images score well
+  above what the enrolled bank gives the material), the old calibration's scores are moved by the
+  difference of the medians, and the threshold for the model's rate is set on them, never below a
+  new image's score. Their nuisance copies are not scored: they are camera frames already, and
+  copies of them (recompressed again, relit) set the threshold above the new material's defects.
 
 `auto` (the default) takes `new` when the new images drifted, by `run`'s own test (the median of their
 scores before enrolling above the 0.9 quantile of the calibration), else `all`.
@@ -27,15 +33,13 @@ from typing import Any
 import numpy as np
 
 from edgead.artifact import npy_bytes, write_artifact
-from edgead.config import NO_NUISANCE, NuisanceConfig
 from edgead.errors import ConfigError
 from edgead.progress import Progress, silent_progress
-from edgead.runtime.calibration import Calibration
+from edgead.runtime.calibration import Calibration, ThresholdChoice
 from edgead.runtime.coreset import coreset_target, greedy_coreset
 from edgead.runtime.crossval import collect_outputs, image_scorer
 from edgead.runtime.heads.knn import KnnHead
 from edgead.runtime.images import read_image
-from edgead.runtime.nuisance import copies as nuisance_copies
 from edgead.runtime.predictor import Predictor
 
 __all__ = ["EnrollSummary", "MIN_NEW_IMAGES", "RECALIBRATE", "coreset_target", "enroll_images"]
@@ -44,6 +48,7 @@ RECALIBRATE = ("auto", "all", "new")
 # `new` sets a threshold from the new images alone: 2 per fold of the 5-fold cross-calibration, and the tail's 5 largest
 # scores from no more than half of them (their copies are not independent of them)
 MIN_NEW_IMAGES = 10
+MAX_NEW_FOLDS = 20  # `new`: leave-one-out cross-calibration up to this many images, then this many folds
 DRIFT_QUANTILE = 0.9  # as `run`'s drift monitor: new images whose median scores above this quantile of the calibration drifted
 
 
@@ -72,8 +77,8 @@ class EnrollSummary:
     notes: list[str] = field(default_factory=list)
     recalibrated: str = "all"  # "all": the new scores joined the old; "new": the threshold stands on the new images alone
     why: str = ""  # why that way, in words (auto's drift test)
-    copies_scored: int = 0  # "new": nuisance copies of each new image behind the threshold
-    set_aside: int = 0  # "new": the old calibration's scores no longer behind the threshold
+    shift: float = 0.0  # "new": the median new score less the median old one, by which the old calibration moved
+    moved_threshold: float | None = None  # "new": the moved calibration's threshold, where the largest new score was above it
 
     def lines(self) -> list[str]:
         """The summary in words."""
@@ -103,22 +108,22 @@ class EnrollSummary:
     def _standing(self) -> str:
         if self.recalibrated != "new":
             return f"{self.calibrated} good images"
-        copies = f" and their {self.copies_scored} nuisance copies each ({self.calibrated} scores)" if self.copies_scored else ""
-        return (f"the {self.images} new images{copies} alone (recalibrated for the new material; the old calibration's "
-                f"{self.set_aside} scores are set aside)")
+        text = (f"the old calibration's {self.calibrated} scores moved by {self.shift:+.2f} to the new material's level (the "
+                f"new images' median, against banks without each of them)")
+        if self.moved_threshold is not None:
+            text += f"; it gave {self.moved_threshold:.4f}, below the new images' largest score, which is the threshold instead"
+        return text
 
 
 def enroll_images(
     predictor: Predictor, paths: Sequence[Path], out: Path, progress: Progress = silent_progress, recalibrate: str = "auto",
-    calibration_copies: bool = True,
 ) -> EnrollSummary:
     """Add the patch features of `paths` to the bank of `predictor`'s artifact, recalibrate, and write it to `out` atomically.
 
     The old bank and the new features are subsampled together with the model's own coreset setting
     (a fraction of every patch feature seen so far, or a fixed count). The threshold that moves is the
     one the predictor runs with (its engine's own, else the model's); other calibrations are marked
-    stale, to be renewed by `edgead export`. `recalibrate`: "all", "new" or "auto" (module docstring);
-    `calibration_copies`: with "new", score the new images' nuisance copies too where the model has copies.
+    stale, to be renewed by `edgead export`. `recalibrate`: "all", "new" or "auto" (module docstring).
     """
     artifact = predictor.artifact
     head = predictor.scoring_head
@@ -133,15 +138,14 @@ def enroll_images(
         raise ConfigError(f"--recalibrate {recalibrate!r}: give one of {', '.join(RECALIBRATE)}")
     if recalibrate == "new" and len(paths) < MIN_NEW_IMAGES:
         raise ConfigError(
-            f"--recalibrate new sets the threshold from the new images alone and needs at least {MIN_NEW_IMAGES} of them to "
-            f"estimate a false-alarm rate; got {len(paths)}: capture more good frames (`edgead capture SOURCE --out new-good "
+            f"--recalibrate new sets the threshold at the new images' level and needs at least {MIN_NEW_IMAGES} of them to "
+            f"estimate it; got {len(paths)}: capture more good frames (`edgead capture SOURCE --out new-good "
             f"--count {2 * MIN_NEW_IMAGES}`), or join these to the old calibration with --recalibrate all"
         )
     manifest = copy.deepcopy(artifact.manifest)
     info = manifest["memory_bank"]
     settings = info["coreset"]
-    images = [read_image(p) for p in paths]
-    items = collect_outputs(predictor, images, progress)
+    items = collect_outputs(predictor, [read_image(p) for p in paths], progress)
     layouts = [item.layout for item in items]
     before = [predictor.maps(predictor.head(item.outputs), item.layout)[0][0] for item in items]
     new = np.concatenate([_rows(item.outputs[head.output]) for item in items]).astype(np.float32)
@@ -169,8 +173,7 @@ def enroll_images(
                    radius_after=coreset.radius, scores_before=tuple(float(s) for s in before), threshold_before=predictor.threshold,
                    threshold_after=predictor.threshold)
     base = _Base(old, old_seen - copies_seen, copies_kept)
-    copies_of = _copy_maker(manifest, images) if calibration_copies else None
-    recalibrated = _recalibrate(predictor, manifest, items, layouts, base, stamp, progress, recalibrate, before, copies_of)
+    recalibrated = _recalibrate(predictor, manifest, items, layouts, base, stamp, progress, recalibrate, before)
     summary.update(recalibrated)
     manifest.setdefault("enrolled", []).append(
         {"time": stamp, "images": len(paths), "features_kept": new_kept, "threshold": summary["threshold_after"],
@@ -189,20 +192,8 @@ class _Base:
     copy_rows: int  # its rows beyond the rule (the nuisance copies' own share)
 
 
-def _copy_maker(manifest: dict[str, Any], images: Sequence[np.ndarray]):
-    """copies() -> per new image, its nuisance copies as the model's training made them (none for a model without copies)."""
-    config = manifest.get("config", {})
-    nuisance = NuisanceConfig.of(config.get("nuisance", NO_NUISANCE))
-    if not nuisance.active:
-        return None
-    # numbered after the images the model has seen, so that no copy repeats a training image's draws
-    first = len(manifest.get("training", {}).get("images") or []) + sum(int(e.get("images", 0)) for e in manifest.get("enrolled", []))
-    seed = int(config.get("seed", 0))
-    return lambda: [nuisance_copies(image, nuisance, seed, first + i) for i, image in enumerate(images)]
-
-
 def _recalibrate(predictor: Predictor, manifest: dict[str, Any], items, layouts, base: _Base, stamp: str, progress: Progress,
-                 recalibrate: str, before: Sequence[float], copies_of) -> dict[str, Any]:
+                 recalibrate: str, before: Sequence[float]) -> dict[str, Any]:
     """Cross-calibrate the new images and set the threshold in use again: from them and the old scores, or from them alone."""
     post = manifest["postprocess"]
     engine = _entry(manifest, predictor.backend.engine)
@@ -217,38 +208,28 @@ def _recalibrate(predictor: Predictor, manifest: dict[str, Any], items, layouts,
     mode, why = _mode(recalibrate, calibration, before)
     folds = int(section.get("folds") or 5)
     seed = int(manifest.get("config", {}).get("seed", 0))
-    score = image_scorer(predictor, layouts)
-    cache: dict = {}  # the fold banks, built once for the images and their copies
-    reference = [item.outputs for item in items]
-
-    def fold_scores(queries=None) -> list[float]:  # each against the old bank plus the other folds' new images
-        return [float(s) for s in predictor.scoring_head.fold_scores(
-            reference, score, folds, seed, queries=queries, progress=progress, base_bank=base.bank, base_seen=base.seen,
-            base_copy_rows=base.copy_rows, cache=cache)]
-
-    new_scores = fold_scores()
-    copies = 0
-    if mode == "new":
-        scores = list(new_scores)
-        versions = copies_of() if copies_of else []
-        if versions:  # calibration copies: scored against the fold banks, never banked (as at training)
-            outputs = [collect_outputs(predictor, image_copies, progress, "copies") for image_copies in versions]
-            copies = len(versions[0])
-            for c in range(copies):
-                scores += fold_scores([outputs[i][c].outputs for i in range(len(items))])
-        refit = Calibration.fit(scores, folds, calibration.scored_by)
+    own_folds = min(len(items), MAX_NEW_FOLDS) if mode == "new" else folds
+    new_scores = [float(s) for s in predictor.scoring_head.fold_scores(  # each against the old bank plus the other folds' new images
+        [item.outputs for item in items], image_scorer(predictor, layouts), own_folds, seed, progress=progress,
+        base_bank=base.bank, base_seen=base.seen, base_copy_rows=base.copy_rows)]
+    shift = 0.0
+    if mode == "new":  # the old calibration's shape at the new material's level
+        shift = float(np.median(new_scores) - np.median(calibration.scores))
+        refit = Calibration.fit([s + shift for s in calibration.scores], folds, calibration.scored_by)
     else:
         refit = Calibration.fit(list(calibration.scores) + new_scores, folds, calibration.scored_by)
     rate = section.get("false_alarm_rate")
     choice = refit.threshold(rate) if rate else None
+    moved = None
+    if choice is not None and mode == "new" and choice.value < max(new_scores):
+        moved = choice.value
+        choice = ThresholdChoice(max(new_scores), choice.rate, choice.extrapolated, choice.note)  # no new good image flagged
     updated = refit.to_manifest(choice)
-    updated.update({k: v for k, v in section.items() if k == "images_from"})
+    updated.update({k: v for k, v in section.items() if k in (("images_from", "nuisance") if mode == "new" else ("images_from",))})
     if mode == "new":
-        updated["images_from"] = f"{len(items)} images enrolled on {stamp}" + (f" and {copies} nuisance copies of each" if copies else "")
-        if copies:
-            updated["nuisance"] = {"copies": copies, "scores": "the enrolled images and their nuisance copies"}
-        updated["set_aside"] = {"images_from": section.get("images_from", "the training images"), "images": calibration.images,
-                                "threshold": float(predictor.threshold)}
+        updated["shifted"] = {"by": shift, "to": f"the median of {len(items)} images enrolled on {stamp}, each scored against the "
+                              f"bank without it ({own_folds} folds)", "new_scores": [round(s, 6) for s in new_scores],
+                              "threshold_before": float(predictor.threshold)}
     holder["calibration"] = updated
     notes = [] if choice is None or not choice.extrapolated else [choice.note]
     adopted = (holder.get("threshold_source") or {}).get("rule", "false_alarm_rate") != "false_alarm_rate"
@@ -269,7 +250,7 @@ def _recalibrate(predictor: Predictor, manifest: dict[str, Any], items, layouts,
     if holder is not post:
         post["calibration"]["stale"] = stale.replace("this engine", "the model (or retrain)")
     return {"threshold_after": value, "new_scores": tuple(new_scores), "calibrated": refit.images, "rate": rate, "notes": notes,
-            "recalibrated": mode, "why": why, "copies_scored": copies, "set_aside": calibration.images if mode == "new" else 0}
+            "recalibrated": mode, "why": why, "shift": shift, "moved_threshold": moved}
 
 
 def _mode(recalibrate: str, calibration: Calibration, before: Sequence[float]) -> tuple[str, str]:
@@ -281,14 +262,14 @@ def _mode(recalibrate: str, calibration: Calibration, before: Sequence[float]) -
     if recalibrate == "all":
         return "all", f"recalibrated with the old material (--recalibrate all; {test})"
     if recalibrate == "new":
-        return "new", f"recalibrated for the new material alone (--recalibrate new; {test})"
+        return "new", f"recalibrated for the new material (--recalibrate new; {test})"
     if not drifted:
-        return "all", f"recalibrated with the old material: {test}, so they are more of the same (--recalibrate new to set the threshold on them alone)"
+        return "all", f"recalibrated with the old material: {test}, so they are more of the same (--recalibrate new to set the threshold at their level)"
     if len(before) < MIN_NEW_IMAGES:
         return "all", (f"recalibrated with the old material although the new images drifted ({test}): {len(before)} images are too few "
-                       f"to set a threshold of their own (at least {MIN_NEW_IMAGES}); the threshold stays near the old material's, "
+                       f"to set the threshold at their level (at least {MIN_NEW_IMAGES}); the threshold stays near the old material's, "
                        f"above the new material's defects: enroll {MIN_NEW_IMAGES} or more good frames of it")
-    return "new", f"recalibrated for the new material alone: {test}, drift (--recalibrate all to join them to the old calibration instead)"
+    return "new", f"recalibrated for the new material: {test}, drift (--recalibrate all to join them to the old calibration instead)"
 
 
 def _rule(settings: dict[str, Any]) -> str:
