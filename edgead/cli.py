@@ -207,7 +207,7 @@ TRAIN_FLAGS = {
     "compressed_dim": "--compressed-dim", "freeze_backbone": "--freeze-backbone/--fine-tune-backbone",
     "lr": "--lr", "backbone_lr": "--backbone-lr", "loss_alpha": "--loss-alpha", "cutpaste_probability": "--cutpaste-probability",
     "cutpaste_shape": "--cutpaste-shape", "cutpaste_area": "--cutpaste-area", "compress_init": "--compress-init",
-    "patch_stride_px": "--patch-stride", "scorer": "--scorer", "inference": "--inference", "loss": "--loss", "augment": "--augment/--no-augment",
+    "patch_stride_px": "--patch-stride", "scorer": "--scorer", "inference": "--inference", "loss": "--loss", "augment": "--augment/--no-augment", "train_on_copies": "--train-on-copies/--no-train-on-copies",
     "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch", "error_sigma_px": "--error-sigma",
     "texture_sigma_px": "--texture-sigma", "texture_weight": "--texture-weight",
     "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
@@ -278,6 +278,7 @@ def _methods() -> list[str]:
 @click.option("--texture-sigma", "texture_sigma_px", type=float, default=None, help="small-ae: window (Gaussian sigma, px) of the local error energy the texture term compares with good frames' (default 8).")
 @click.option("--texture-weight", type=float, default=None, help="small-ae: weight of the texture term, the two-sided log deviation of the local error energy (default 0.5; 0: left out).")
 @click.option("--augment/--no-augment", default=None, help="small-ae: random flips and 90-degree turns of training patches (default on).")
+@click.option("--train-on-copies/--no-train-on-copies", default=None, help="small-ae: train the auto-encoder on the nuisance copies too (default off: they only set the threshold, from the held-out images' copies).")
 @click.option("--svm-nu", type=float, default=None, help="small-ae support scorer: nu of the one-class SVM (default 0.1).")
 @click.option("--svm-patches", type=int, default=None, help="small-ae support scorer: good patches the SVM is fitted on (default 1000).")
 @click.option("--level", type=click.Choice(["image", "patch"]), default=None, help="vq-restore: codes of whole images, or of 63 px patches cut at --stride (default image).")
@@ -595,9 +596,15 @@ def bench(model, backend, device, precision, scorer, inference, restoration, eta
 @backend_option
 @device_option
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the updated model here (default: update --model in place, atomically).")
+@click.option("--recalibrate", type=click.Choice(["auto", "all", "new"]), default="auto", show_default=True,
+              help="Where the new threshold stands: 'all' = the new images' scores join the old calibration (more of the same "
+                   "material); 'new' = the old calibration moved to the new images' level (their median score, each against "
+                   "the bank without it), at the model's false-alarm rate and above every new image (new material; at least 10 "
+                   "images); 'auto' = 'new' when the new images drifted (their median score above what 90% of the calibration's "
+                   "good images scored, as `run` tests drift), else 'all'.")
 @quiet_option
 @loading_options
-def enroll(inputs, model, backend, device, out, quiet, loading):
+def enroll(inputs, model, backend, device, out, recalibrate, quiet, loading):
     """Add new good images (files or folders) to the model's memory bank, on the device, without an engine rebuild."""
     from edgead.runtime.enroll import enroll_images
     from edgead.runtime.predict import plan_outputs
@@ -605,7 +612,7 @@ def enroll(inputs, model, backend, device, out, quiet, loading):
     paths = [job.path for job in plan_outputs([Path(p) for p in inputs])]
     with _open_predictor(model, backend, device, loading=loading) as predictor:
         target = Path(out) if out else predictor.artifact.path
-        summary = enroll_images(predictor, paths, target, progress=_progress(quiet))
+        summary = enroll_images(predictor, paths, target, progress=_progress(quiet), recalibrate=recalibrate)
         backend_name = predictor.describe()
     click.echo(f"enrolled {summary.images} good images into {target} (features by {backend_name})")
     for line in summary.lines():

@@ -69,16 +69,19 @@ class NuisanceConfig:
         """How many copies of each image join a memory bank (the rest are scored by the calibration only)."""
         return min(self.bank, self.copies)
 
-    def describe(self) -> str:
+    def describe(self, into: str | None = None) -> str:
+        """In words; `into`: where the copies go, for a detector without a bank (default: the bank and the calibration)."""
         if not self.active:
             return "none"
         on = [f"JPEG q{self.jpeg}-95" if self.jpeg else "", f"light ±{self.light:g}" if self.light else "",
               f"focus ±{self.blur:g}" if self.blur else "", f"noise <= {self.noise:g}" if self.noise else "",
               f"shift <= {self.shift} px" if self.shift else "", "turns and flips" if self.turns else ""]
-        bank = self.bank_copies
-        into = "all in the bank" if bank == self.copies else f"{bank} in the bank" if bank else "none in the bank"
-        into += f" at coreset share {self.share:g}" if bank and self.share else ""
-        return f"{self.copies} copies per good image ({into}, all in the calibration; {', '.join(x for x in on if x) or 'unchanged'})"
+        if into is None:
+            bank = self.bank_copies
+            into = "all in the bank" if bank == self.copies else f"{bank} in the bank" if bank else "none in the bank"
+            into += f" at coreset share {self.share:g}" if bank and self.share else ""
+            into += ", all in the calibration"
+        return f"{self.copies} copies per good image ({into}; {', '.join(x for x in on if x) or 'unchanged'})"
 
     @classmethod
     def parse(cls, spec: str, base: NuisanceConfig | None = None) -> NuisanceConfig:
@@ -347,6 +350,10 @@ class SmallAEConfig:
     # brick they cost image AUROC 0.983 -> 0.794 (the auto-encoder learns to rebuild defects too) and the model flagged
     # no good frame of the MJPG video without them (0 of 60; README "Nuisance copies")
     nuisance: NuisanceConfig = dataclasses.field(default_factory=lambda: NuisanceConfig(copies=0))
+    # whether the auto-encoder trains on the nuisance copies too (True) or they only set the threshold (False). Trained on
+    # them it learns to rebuild defects (the brick figure above); calibration-only copies leave the auto-encoder, and the
+    # demo AUROC, as without copies (models stored before this field: True)
+    train_on_copies: bool = False
 
     def __post_init__(self) -> None:
         _nuisance_field(self)
@@ -411,7 +418,8 @@ class SmallAEConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SmallAEConfig:
         # models before dense inference / nuisance copies / the low-pass error
-        return config_from_dict(cls, data, "small-ae", {"inference": "patches", "nuisance": NO_NUISANCE, "error_sigma_px": 0.0, "texture_weight": 0.0})
+        return config_from_dict(cls, data, "small-ae", {"inference": "patches", "nuisance": NO_NUISANCE, "error_sigma_px": 0.0, "texture_weight": 0.0,
+                                                       "train_on_copies": True})
 
 
 def config_from_dict(cls: type, data: dict[str, Any], method: str, legacy: dict[str, Any] | None = None) -> Any:

@@ -100,7 +100,7 @@ class TrainedSmallAE:
             f"final loss {self.losses[-1]:.5f}",
             f"patches: {PATCH_PX} px every {self.config.patch_stride_px} px of {self.config.image_size_px} px frames "
             f"({training['patches_per_frame']} per frame)",
-            f"nuisance copies: {self.config.nuisance.describe()}",
+            f"nuisance copies: {self.config.nuisance.describe(_copies_role(self.config))}",
             f"error map: {describe_error(self.error)}",
         ]
         first, side = DENSE_SVM_WINDOW
@@ -115,6 +115,12 @@ class TrainedSmallAE:
                 default = " (default)" if (mode, name) == (self.config.inference, self.config.scorers[0]) else ""
                 lines += [f"[{mode} {name}]{default} {line}" for line in describe(self.calibrations[mode][name])]
         return lines
+
+
+def _copies_role(config: SmallAEConfig) -> str:
+    if config.train_on_copies:
+        return "the auto-encoder trains on them, the held-out images' copies set the threshold"
+    return "the held-out images' copies set the threshold; the auto-encoder trains on the images alone"
 
 
 def describe_error(error: ErrorSettings) -> str:
@@ -156,6 +162,11 @@ def fit_error_settings(autoencoder: SmallAutoEncoder, frames: np.ndarray, config
         texture_scale=max(float(np.quantile(np.abs(logs - log_ref), 0.99)), 1e-6),
     )
 
+
+
+def training_frames(paths: Sequence[str | Path], config: SmallAEConfig) -> np.ndarray:
+    """The frames training patches are cut from: the images, and their nuisance copies where the auto-encoder trains on them."""
+    return load_frames(paths, config.image_size_px, config.nuisance if config.train_on_copies else None, config.seed)
 
 
 def load_frames(paths: Sequence[str | Path], size_px: int, nuisance: NuisanceConfig | None = None, seed: int = 0) -> np.ndarray:
@@ -253,7 +264,7 @@ def fit_small_ae(
     started = time.perf_counter()
     target = resolve_device(device)
     train_paths, holdout_paths = split_holdout(train_paths, config)
-    frames = load_frames(train_paths, config.image_size_px, config.nuisance, config.seed)  # training patches come from copies too
+    frames = training_frames(train_paths, config)
     torch.manual_seed(config.seed)
     autoencoder = SmallAutoEncoder().to(target)
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=config.lr)

@@ -152,3 +152,38 @@ def test_resume_after_an_interrupt_gives_the_uninterrupted_auto_encoder(tiny_dat
     assert resumed.losses == straight.losses and len(straight.losses) == 2
     for a, b in zip(straight.autoencoder.state_dict().values(), resumed.autoencoder.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("train_on_copies", [False, True])
+def test_nuisance_copies_set_the_threshold_and_train_the_auto_encoder_only_when_asked(tiny_data_root, monkeypatch, train_on_copies):
+    import edgead.kit.small_ae_detector as module
+    from edgead.config import NuisanceConfig
+
+    loaded = []
+    real = module.load_frames
+
+    def spy(paths, size_px, nuisance=None, seed=0):
+        frames = real(paths, size_px, nuisance, seed)
+        loaded.append((len(paths), frames.shape[0]))
+        return frames
+
+    monkeypatch.setattr(module, "load_frames", spy)
+    torch.set_num_threads(2)
+    nuisance = NuisanceConfig(copies=2, jpeg=75, light=0, blur=0, noise=0, shift=0)
+    config = SmallAEConfig(nuisance=nuisance, train_on_copies=train_on_copies, **TINY)
+    trained = DETECTOR.fit(open_dataset(tiny_data_root).train, config)
+    images, frames = loaded[0]  # the frames training patches are cut from
+    assert frames == images * (3 if train_on_copies else 1)
+    # either way the held-out images' copies are scored with them and set the threshold
+    calibration = trained.calibrations["dense"]["reconstruction"]["calibration"]
+    assert calibration["images"] == len(trained.holdout_images) * 3 and calibration["nuisance"]["copies"] == 2
+    from edgead.kit.small_ae_detector import to_artifact_parts
+
+    assert ("the auto-encoder trains on them" in " ".join(trained.summary(to_artifact_parts(trained)[0]))) == train_on_copies
+
+
+def test_models_stored_before_calibration_only_copies_trained_on_their_copies():
+    stored = SmallAEConfig(nuisance={"copies": 4}).to_dict()
+    del stored["train_on_copies"]
+    assert SmallAEConfig.from_dict(stored).train_on_copies is True
+    assert SmallAEConfig().train_on_copies is False
