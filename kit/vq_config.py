@@ -50,7 +50,9 @@ class VQRestoreConfig:
     beta: float = 0.25  # commitment weight
     crop_px: int | None = None  # image level: the VQ-VAE trains on random crops of this size (default: half the input)
     epochs: int = 20  # VQ-VAE epochs (pixels; feature latents train no auto-encoder)
-    # None: the level's default — image 100, patch 200 (image level, seed-1 demo data: the prior's cross-entropy falls
+    # None: the level's default — image 30 with feature latents (seed-1 demo data: the prior overfits their codes, 0.2-0.6
+    # nats per code on training images after 100 epochs against 2.3-4.0 on good test crops), image 100 with pixels, patch 200
+    # (image level, pixels, seed-1 demo data: the prior's cross-entropy falls
     # from 2.6-4.1 nats per code after 20 epochs to 1.5-2.8 after 100, and every map gains: README, "VQ-VAE restoration";
     # patch level, demo brick: 200 gave image AUROC 0.928 against 0.800 with 20)
     prior_epochs: int | None = None
@@ -97,7 +99,7 @@ class VQRestoreConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         if self.prior_epochs is None:  # resolved here, so the stored config says what was trained
-            object.__setattr__(self, "prior_epochs", 100 if self.level == "image" else 200)
+            object.__setattr__(self, "prior_epochs", 200 if self.level == "patch" else 30 if features else 100)
         if self.anomaly_map is None:
             object.__setattr__(self, "anomaly_map", "likelihood" if self.level == "image" and not features else "restoration")
         if self.level == "image":
@@ -117,6 +119,8 @@ class VQRestoreConfig:
             if not 1 <= self.patch_stride_px <= PATCH_PX:
                 raise ConfigError(f"--stride {self.stride_px} px must be between 1 and the patch size {PATCH_PX}")
         checks = [
+            (not features or (self.code_dim is None and self.crop_px is None),
+             "code_dim and crop_px shape the VQ-VAE of --latents pixels; feature latents take the backbone's channels and whole frames: leave them out"),
             (self.codebook_size >= 2, f"--codebook-size {self.codebook_size} needs at least 2 codes"),
             (self.epochs >= 1 and self.prior_epochs >= 1, "--epochs and --prior-epochs must be at least 1"),
             (self.augment in AUGMENTS, f"augment {self.augment!r}: choose one of {AUGMENTS}"),

@@ -254,7 +254,8 @@ def test_eta_defects_option_is_checked():
 
 
 def test_prior_epochs_default_by_level_and_stored_resolved():
-    assert VQRestoreConfig().prior_epochs == 100 and VQRestoreConfig(level="patch").prior_epochs == 200
+    assert VQRestoreConfig(latents="pixels").prior_epochs == 100 and VQRestoreConfig(level="patch").prior_epochs == 200
+    assert VQRestoreConfig().prior_epochs == 30  # feature latents
     assert VQRestoreConfig(level="patch", prior_epochs=3).prior_epochs == 3
     assert VQRestoreConfig.from_dict(VQRestoreConfig(level="patch").to_dict()).to_dict()["prior_epochs"] == 200
 
