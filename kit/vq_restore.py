@@ -114,17 +114,18 @@ def graphs_of(vqvae: VQVAE | FeatureQuantizer, prior: PixelSnailPrior) -> dict[s
 
 def build_models(config: VQRestoreConfig, pretrained: bool = True) -> tuple[VQVAE | FeatureQuantizer, PixelSnailPrior]:
     """The code model and the prior; `pretrained` False: the backbone of feature latents without its ImageNet weights (to load a model's)."""
-    prior = PixelSnailPrior(config.codebook_size, config.grid, channels=config.prior_channels, blocks=config.prior_blocks)
+    # the code model first, then the prior: pixel models draw their initial weights in the order they always did
     if config.latents == "features":
         from edgead.kit.backbones import build_backbone
         from edgead.kit.features import PatchFeatureModel
 
         # PatchCore's patch features (3x3 neighbourhood, zeros counted at the border: kit/patchcore.py's defaults)
         features = PatchFeatureModel(build_backbone(config.backbone, pretrained=pretrained), patch_cells=3, pool_zero_pad=True)
-        return FeatureQuantizer(features, config.codebook_size, config.downsample // 8).eval(), prior
-    encoder, decoder = build_autoencoder(config)
-    vqvae = VQVAE(encoder, VectorQuantizer(config.codebook_size, config.latent_dim), decoder)
-    return vqvae, prior
+        codes = FeatureQuantizer(features, config.codebook_size, config.downsample // 8).eval()
+    else:
+        encoder, decoder = build_autoencoder(config)
+        codes = VQVAE(encoder, VectorQuantizer(config.codebook_size, config.latent_dim), decoder)
+    return codes, PixelSnailPrior(config.codebook_size, config.grid, channels=config.prior_channels, blocks=config.prior_blocks)
 
 
 def turn(images: np.ndarray, k: int) -> np.ndarray:
