@@ -46,7 +46,7 @@ def vq_model(demo_root, tmp_path_factory):
     from edgead.kit.vq_config import VQRestoreConfig
     from edgead.kit.vq_restore import DETECTOR
 
-    config = VQRestoreConfig(epochs=2, prior_epochs=2, eta=1e-3, anomaly_map="restoration")
+    config = VQRestoreConfig(latents="pixels", epochs=2, prior_epochs=2, eta=1e-3, anomaly_map="restoration")
     trained = DETECTOR.fit(open_dataset(demo_root).train, config)
     path, _ = write_trained(trained, tmp_path_factory.mktemp("vq") / "vq.edgead", formats=("onnx",))
     return read_artifact(path), demo_root

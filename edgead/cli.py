@@ -211,7 +211,7 @@ TRAIN_FLAGS = {
     "svm_nu": "--svm-nu", "svm_patches": "--svm-patches", "patches_per_epoch": "--patches-per-epoch", "error_sigma_px": "--error-sigma",
     "texture_sigma_px": "--texture-sigma", "texture_weight": "--texture-weight",
     "level": "--level", "codebook_size": "--codebook-size", "prior_epochs": "--prior-epochs", "eta": "--eta",
-    "passes": "--passes", "eta_defects": "--eta-defects", "anomaly_map": "--anomaly-map",
+    "passes": "--passes", "eta_defects": "--eta-defects", "anomaly_map": "--anomaly-map", "latents": "--latents",
 }
 
 
@@ -282,11 +282,12 @@ def _methods() -> list[str]:
 @click.option("--svm-nu", type=float, default=None, help="small-ae support scorer: nu of the one-class SVM (default 0.1).")
 @click.option("--svm-patches", type=int, default=None, help="small-ae support scorer: good patches the SVM is fitted on (default 1000).")
 @click.option("--level", type=click.Choice(["image", "patch"]), default=None, help="vq-restore: codes of whole images, or of 63 px patches cut at --stride (default image).")
-@click.option("--codebook-size", type=int, default=None, help="vq-restore: codes in the VQ-VAE codebook (default 512).")
-@click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 100 at --level image, 200 at --level patch).")
+@click.option("--latents", type=click.Choice(["features", "pixels"]), default=None, help="vq-restore: what the codes quantise: the frozen --backbone's patch features, by a k-means codebook (default at --level image), or the pixels, by a VQ-VAE (the paper's; --level patch).")
+@click.option("--codebook-size", type=int, default=None, help="vq-restore: codes in the codebook (default 64 k-means centres with --latents features, 512 VQ-VAE codes with pixels).")
+@click.option("--prior-epochs", type=click.IntRange(min=1), default=None, help="vq-restore: epochs of the autoregressive prior, after the VQ-VAE's --epochs (default 30 with --latents features, 100 with pixels at --level image, 200 at --level patch).")
 @click.option("--eta", type=float, default=None, help="vq-restore: likelihood below which codes are resampled (default: calibrated on held-out good images and copies with synthetic defects, see --eta-defects).")
 @click.option("--passes", type=click.IntRange(min=1), default=None, help="vq-restore: prior passes of parallel restoration at most (default 1).")
-@click.option("--anomaly-map", type=click.Choice(["likelihood", "restoration"]), default=None, help="vq-restore: the map, the prior's -log p of each code (default at --level image; no restoration, no eta) or the paper's difference of restored and plain decodings (default at --level patch).")
+@click.option("--anomaly-map", type=click.Choice(["likelihood", "restoration"]), default=None, help="vq-restore: the map, the prior's -log p of each code (no restoration, no eta; default with --latents pixels at --level image) or the restoration map (default otherwise): the paper's difference of restored and plain decodings (pixels), or each feature's distance to its restored code's centre (features).")
 @click.option("--eta-defects", type=click.Choice(["rectangles", "cutpaste", "mixed"]), default=None, help="vq-restore: defects pasted into held-out good images to calibrate eta: the paper's black/grey rectangles, CutPaste pieces of the image itself, or one of each (default rectangles).")
 @click.option("--nuisance", default=None, metavar="off|on|KEY=VALUE,...",
               help="Augmented copies of the good images, as a camera and a line change them (default on; small-ae: off): copies=N per image (4), "

@@ -18,6 +18,7 @@ from edgead.config import FIRST_NUISANCE, NO_NUISANCE, NuisanceConfig
 from edgead.errors import ConfigError
 
 LEVELS = ("image", "patch")
+LATENTS = ("features", "pixels")  # what is quantised: frozen CNN patch features (kit/vq_features.py) or the pixels (a VQ-VAE)
 AUGMENTS = ("dihedral", "flips", "none")
 MAPS = ("likelihood", "restoration")  # the head's anomaly map (runtime/heads/restoration.py)
 DEFECT_KINDS = ("rectangles", "cutpaste", "mixed")  # the eta calibration's defective copies (kit/vq_calibrate.py)
@@ -30,19 +31,28 @@ class VQRestoreConfig:
     """How a VQ-VAE + autoregressive prior detector is trained; None means "the level's default"."""
 
     level: str = "image"
-    # image level: the model input (frames are resized to it); the patch level takes 63x63 patches as they are
+    # what the codes quantise. None: the level's default — image "features" (EfficientNet-Lite0 patch features and a k-means
+    # codebook; seed-1 demo data: README, "VQ-VAE restoration"), patch "pixels" (the VQ-VAE). Models without the key: pixels
+    latents: str | None = None
+    backbone: str = "efficientnet_lite0"  # features: the frozen CNN (PatchCore's), with its ImageNet weights
+    # image level: the model input (frames are resized to it; default 256 px for features, 128 for pixels); the patch level
+    # takes 63x63 patches as they are
     image_size_px: int | None = None
     # patch level: patches are cut every stride_px pixels
     stride_px: int | None = None
-    downsample: int = 8  # image level: input pixels per code, a power of 2 (256 px / 8 = a 32x32 grid)
-    codebook_size: int = 512
+    # image level: input pixels per code, a power of 2. None: features 16 (the stride-8 features average-pooled 2x2: 256 px ->
+    # a 16x16 grid), pixels 8 (128 px -> 16x16)
+    downsample: int | None = None
+    codebook_size: int | None = None  # None: features 64 (k-means centres), pixels 512 (VQ-VAE codes)
     code_dim: int | None = None  # image level 32 (the paper), patch level 16 (the 17x17x16 latent)
     hidden_channels: int = 32
     res_blocks: int = 2
     beta: float = 0.25  # commitment weight
     crop_px: int | None = None  # image level: the VQ-VAE trains on random crops of this size (default: half the input)
-    epochs: int = 20  # VQ-VAE epochs
-    # None: the level's default — image 100, patch 200 (image level, seed-1 demo data: the prior's cross-entropy falls
+    epochs: int = 20  # VQ-VAE epochs (pixels; feature latents train no auto-encoder)
+    # None: the level's default — image 30 with feature latents (seed-1 demo data: the prior overfits their codes, 0.2-0.6
+    # nats per code on training images after 100 epochs against 2.3-4.0 on good test crops), image 100 with pixels, patch 200
+    # (image level, pixels, seed-1 demo data: the prior's cross-entropy falls
     # from 2.6-4.1 nats per code after 20 epochs to 1.5-2.8 after 100, and every map gains: README, "VQ-VAE restoration";
     # patch level, demo brick: 200 gave image AUROC 0.928 against 0.800 with 20)
     prior_epochs: int | None = None
@@ -61,7 +71,9 @@ class VQRestoreConfig:
     # difference of the restored and plain decodings. None: the level's default — image likelihood (README, "VQ-VAE
     # restoration": ablation on seed-1 demo data), patch restoration (likelihood is not measured there)
     anomaly_map: str | None = None
-    blur_sigma_px: float = 8.0  # Gaussian smoothing of the likelihood map, px at the input size (restoration maps: bilateral_d)
+    # Gaussian smoothing of maps on the code grid (likelihood; restoration of features), px at the input size. None: features 4
+    # (PatchCore's at 256 px), pixels 8. Pixel restoration maps are smoothed by bilateral_d instead
+    blur_sigma_px: float | None = None
     bilateral_d: int | None = None  # bilateral filter of the map (the paper: 20 px, sigmas 75); 0 turns it off
     bilateral_sigma_color: float = 75.0
     bilateral_sigma_space: float = 75.0
@@ -76,17 +88,30 @@ class VQRestoreConfig:
         object.__setattr__(self, "nuisance", NuisanceConfig.of(self.nuisance))
         if self.level not in LEVELS:
             raise ConfigError(f"--level {self.level!r}: choose image or patch")
+        if self.latents is None:  # resolved here, like the other level defaults, so the stored config says what was trained
+            object.__setattr__(self, "latents", "features" if self.level == "image" else "pixels")
+        if self.latents not in LATENTS:
+            raise ConfigError(f"--latents {self.latents!r}: choose features or pixels")
+        if self.latents == "features" and self.level == "patch":
+            raise ConfigError("--latents features applies to --level image (features of whole frames); give --latents pixels with --level patch")
+        features = self.latents == "features"
+        for name, value in (("downsample", 16 if features else 8), ("codebook_size", 64 if features else 512), ("blur_sigma_px", 4.0 if features else 8.0)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         if self.prior_epochs is None:  # resolved here, so the stored config says what was trained
-            object.__setattr__(self, "prior_epochs", 100 if self.level == "image" else 200)
+            object.__setattr__(self, "prior_epochs", 200 if self.level == "patch" else 30 if features else 100)
         if self.anomaly_map is None:
-            object.__setattr__(self, "anomaly_map", "likelihood" if self.level == "image" else "restoration")
+            object.__setattr__(self, "anomaly_map", "likelihood" if self.level == "image" and not features else "restoration")
         if self.level == "image":
             if self.stride_px is not None:
                 raise ConfigError("--stride applies to --level patch (patches cut at a stride); the image level resizes whole frames")
             size = self.input_px
+            if features and (self.downsample not in (8, 16) or size % 16 or size < 32):
+                raise ConfigError(f"image size {size} px with {self.downsample} px per code: feature latents take 8 or 16 px per code "
+                                  "(the backbone's stride-8 features, or pooled 2x2) and a size of at least 32 px divisible by 16")
             if self.downsample not in (2, 4, 8, 16) or size % self.downsample or size < 32:
                 raise ConfigError(f"image size {size} px with {self.downsample} px per code: pick a size of at least 32 px divisible by 2, 4, 8 or 16")
-            if not self.downsample <= self.train_crop_px <= size or self.train_crop_px % self.downsample:
+            if not features and (not self.downsample <= self.train_crop_px <= size or self.train_crop_px % self.downsample):
                 raise ConfigError(f"crop {self.train_crop_px} px must be a multiple of {self.downsample} between {self.downsample} and {size}")
         else:
             if self.image_size_px is not None:
@@ -94,6 +119,8 @@ class VQRestoreConfig:
             if not 1 <= self.patch_stride_px <= PATCH_PX:
                 raise ConfigError(f"--stride {self.stride_px} px must be between 1 and the patch size {PATCH_PX}")
         checks = [
+            (not features or (self.code_dim is None and self.crop_px is None),
+             "code_dim and crop_px shape the VQ-VAE of --latents pixels; feature latents take the backbone's channels and whole frames: leave them out"),
             (self.codebook_size >= 2, f"--codebook-size {self.codebook_size} needs at least 2 codes"),
             (self.epochs >= 1 and self.prior_epochs >= 1, "--epochs and --prior-epochs must be at least 1"),
             (self.augment in AUGMENTS, f"augment {self.augment!r}: choose one of {AUGMENTS}"),
@@ -117,7 +144,9 @@ class VQRestoreConfig:
     @property
     def input_px(self) -> int:
         """Side of the encoder's input: the image size (image level) or the patch size."""
-        return (self.image_size_px or 128) if self.level == "image" else PATCH_PX
+        if self.level == "patch":
+            return PATCH_PX
+        return self.image_size_px or (256 if self.latents == "features" else 128)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -126,6 +155,7 @@ class VQRestoreConfig:
 
     @property
     def latent_dim(self) -> int:
+        """The codes' vector size (pixel latents; feature latents take the backbone's channels)."""
         return self.code_dim or (32 if self.level == "image" else 16)
 
     @property
@@ -148,11 +178,11 @@ class VQRestoreConfig:
     def from_dict(cls, data: dict[str, Any]) -> VQRestoreConfig:
         from edgead.config import config_from_dict
 
-        return config_from_dict(cls, data, "vq-restore", {"nuisance": NO_NUISANCE, "anomaly_map": "restoration", "blur_sigma_px": 0.0})
+        return config_from_dict(cls, data, "vq-restore", {"nuisance": NO_NUISANCE, "anomaly_map": "restoration", "blur_sigma_px": 0.0, "latents": "pixels"})
 
 
 def build_autoencoder(config: VQRestoreConfig) -> tuple[nn.Module, nn.Module]:
-    """The level's encoder and decoder; everything else (quantiser, prior, restoration) is shared."""
+    """The level's encoder and decoder (pixel latents); everything else (quantiser, prior, restoration) is shared."""
     from edgead.kit.small_ae import SmallDecoder, SmallEncoder
     from edgead.kit.vqvae import image_decoder, image_encoder
 

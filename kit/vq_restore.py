@@ -1,14 +1,18 @@
-"""VQ-VAE restoration detector: a VQ-VAE, a PixelSNAIL prior over its code grids, restoration of unlikely codes.
+"""VQ-VAE restoration detector: discrete codes, a PixelSNAIL prior over their grids, restoration of unlikely codes.
 
-Training: the VQ-VAE on random crops (image level) or patches (patch level) of good images, then
+The codes quantise frozen CNN patch features with a k-means codebook (`--latents features`, the image
+level's default: kit/vq_features.py) or the pixels, through a VQ-VAE (`--latents pixels`, the paper's).
+Training (pixels): the VQ-VAE on random crops (image level) or patches (patch level) of good images, then
 the prior on the code grids of the good images under the paper's augmentations (90-degree turns,
 flips), both in the shared epoch loop (`--epochs` VQ-VAE epochs, then `--prior-epochs`; `--resume`
 continues either stage). With the paper's restoration map (`--anomaly-map restoration`) eta is then
 calibrated on held-out good images and copies of them with small synthetic defects (`--eta-defects`);
-the likelihood map (the image level's default) needs none. The threshold comes from the held-out good
-images, through the runtime.
+the likelihood map needs none. The threshold comes from the held-out good images, through the runtime.
+Feature latents fit the codebook on the features of the good images under the same turns, then the prior.
 Three graphs are exported: encoder (images -> codes), prior (codes -> log-probabilities), decoder
-(codes -> images); the runtime's `restoration` head orchestrates them.
+(codes -> images); the runtime's `restoration` head orchestrates them. Feature latents export no decoder:
+their encoder also gives each feature's distance to every codeword, and a restored code is scored by its
+centre's distance to the feature.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from edgead.artifact import Artifact
 from edgead.graphs import FORMAT_VERSION, graph_spec
 from edgead.kit.pixelsnail import PixelSnailPrior, PriorGraph
 from edgead.kit.vq_config import PATCH_PX, VQRestoreConfig, build_autoencoder
+from edgead.kit.vq_features import FeatureEncoderGraph, FeatureQuantizer, fit_codebook
 from edgead.kit.vqvae import VQVAE, DecoderGraph, EncoderGraph, VectorQuantizer, to_unit
 from edgead.progress import Progress, silent_progress
 from edgead.runtime.images import read_image
@@ -46,7 +51,7 @@ PATCH_GRIDS_PER_IMAGE = 64  # patch level: patches per training image (and turn)
 @dataclass
 class TrainedVQRestore:
     config: VQRestoreConfig
-    vqvae: VQVAE
+    vqvae: VQVAE | FeatureQuantizer  # what makes the codes: the VQ-VAE (pixels) or the feature quantizer
     prior: PixelSnailPrior
     parity: np.ndarray
     fit_images: list[str] = field(default_factory=list)
@@ -71,13 +76,20 @@ class TrainedVQRestore:
     def summary(self, manifest: dict) -> list[str]:
         book, rest, post = manifest["codebook"], manifest["restoration"], manifest["postprocess"]
         cal = rest.get("eta_calibration", {})
-        lines = [
-            f"codebook: {book['used']} of {book['size']} codes used on the training images (perplexity {book['perplexity']:.1f}; "
-            f"{book['restarts']} restarts of unused codes while training)",
-            f"code grid {rest['grid'][0]}x{rest['grid'][1]} ({self.config.level} level); VQ-VAE loss {self.losses.get('vqvae', float('nan')):.5f}, "
-            f"prior cross-entropy {self.losses.get('prior', float('nan')):.4f} nats per code",
-            f"nuisance copies: {self.config.nuisance.describe()}",
-        ]
+        prior_loss = f"prior cross-entropy {self.losses.get('prior', float('nan')):.4f} nats per code"
+        if self.config.latents == "features":
+            lines = [
+                f"codebook: {book['used']} of {book['size']} k-means centres used on the training images (perplexity {book['perplexity']:.1f}), "
+                f"over {self.config.backbone} patch features",
+                f"code grid {rest['grid'][0]}x{rest['grid'][1]} ({self.config.downsample} px per code); {prior_loss}",
+            ]
+        else:
+            lines = [
+                f"codebook: {book['used']} of {book['size']} codes used on the training images (perplexity {book['perplexity']:.1f}; "
+                f"{book['restarts']} restarts of unused codes while training)",
+                f"code grid {rest['grid'][0]}x{rest['grid'][1]} ({self.config.level} level); VQ-VAE loss {self.losses.get('vqvae', float('nan')):.5f}, {prior_loss}",
+            ]
+        lines.append(f"nuisance copies: {self.config.nuisance.describe()}")
         if self.config.anomaly_map == "likelihood":
             lines.append(f"anomaly map: -log p of each code under the prior, smoothed {self.config.blur_sigma_px:g} px (no restoration, no eta)")
         elif cal:
@@ -93,16 +105,27 @@ class TrainedVQRestore:
         return lines + [f"{line} ({how})" if i == 0 else line for i, line in enumerate(describe(post))]
 
 
-def graphs_of(vqvae: VQVAE, prior: PixelSnailPrior) -> dict[str, torch.nn.Module]:
-    """The three exported graphs, sharing the trained modules, in eval mode."""
+def graphs_of(vqvae: VQVAE | FeatureQuantizer, prior: PixelSnailPrior) -> dict[str, torch.nn.Module]:
+    """The exported graphs, sharing the trained modules, in eval mode: encoder, prior, and (pixel latents) decoder."""
+    if isinstance(vqvae, FeatureQuantizer):
+        return {"encoder": FeatureEncoderGraph(vqvae).eval(), "prior": PriorGraph(prior).eval()}
     return {"encoder": EncoderGraph(vqvae).eval(), "prior": PriorGraph(prior).eval(), "decoder": DecoderGraph(vqvae).eval()}
 
 
-def build_models(config: VQRestoreConfig) -> tuple[VQVAE, PixelSnailPrior]:
-    encoder, decoder = build_autoencoder(config)
-    vqvae = VQVAE(encoder, VectorQuantizer(config.codebook_size, config.latent_dim), decoder)
-    prior = PixelSnailPrior(config.codebook_size, config.grid, channels=config.prior_channels, blocks=config.prior_blocks)
-    return vqvae, prior
+def build_models(config: VQRestoreConfig, pretrained: bool = True) -> tuple[VQVAE | FeatureQuantizer, PixelSnailPrior]:
+    """The code model and the prior; `pretrained` False: the backbone of feature latents without its ImageNet weights (to load a model's)."""
+    # the code model first, then the prior: pixel models draw their initial weights in the order they always did
+    if config.latents == "features":
+        from edgead.kit.backbones import build_backbone
+        from edgead.kit.features import PatchFeatureModel
+
+        # PatchCore's patch features (3x3 neighbourhood, zeros counted at the border: kit/patchcore.py's defaults)
+        features = PatchFeatureModel(build_backbone(config.backbone, pretrained=pretrained), patch_cells=3, pool_zero_pad=True)
+        codes = FeatureQuantizer(features, config.codebook_size, config.downsample // 8).eval()
+    else:
+        encoder, decoder = build_autoencoder(config)
+        codes = VQVAE(encoder, VectorQuantizer(config.codebook_size, config.latent_dim), decoder)
+    return codes, PixelSnailPrior(config.codebook_size, config.grid, channels=config.prior_channels, blocks=config.prior_blocks)
 
 
 def turn(images: np.ndarray, k: int) -> np.ndarray:
@@ -158,9 +181,11 @@ def grid_inputs(images: list[np.ndarray], config: VQRestoreConfig, rng: np.rando
 
 
 @torch.inference_mode()
-def encode_all(vqvae: VQVAE, images: np.ndarray, device: torch.device, batch: int = 32) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, h, w) int64 codes, the VQ-VAE in eval mode."""
+def encode_all(vqvae: VQVAE | FeatureQuantizer, images: np.ndarray, device: torch.device, batch: int = 32) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, h, w) int64 codes, the VQ-VAE (or the feature quantizer) in eval mode."""
     vqvae.eval()
+    if isinstance(vqvae, FeatureQuantizer):
+        return np.concatenate([vqvae.encode_images(torch.from_numpy(images[s : s + batch]).to(device)).cpu().numpy() for s in range(0, len(images), batch)])
     out = [vqvae.encode(to_unit(torch.from_numpy(images[s : s + batch]).to(device))).cpu().numpy() for s in range(0, len(images), batch)]
     return np.concatenate(out)
 
@@ -184,7 +209,7 @@ def fit_vq_restore(
     train_paths: Sequence[Path], config: VQRestoreConfig, progress: Progress = silent_progress, device: str = "cpu",
     checkpoint: Path | None = None, resume: Path | None = None,
 ) -> TrainedVQRestore:
-    """Train the VQ-VAE, then the prior, then calibrate eta and the threshold (kit/vq_calibrate.py)."""
+    """Train the VQ-VAE (or fit the feature codebook), then the prior, then calibrate eta and the threshold (kit/vq_calibrate.py)."""
     from edgead.kit.patchcore import split_holdout
     from edgead.kit.training import resolve_device, run_epochs
     from edgead.kit.vq_calibrate import calibrate_detector
@@ -200,11 +225,21 @@ def fit_vq_restore(
     vqvae, prior = build_models(config)
     vqvae.to(where)
     prior.to(where)
-    optimizers = {"vqvae": torch.optim.Adam(vqvae.parameters(), lr=config.learning_rate), "prior": torch.optim.Adam(prior.parameters(), lr=config.learning_rate)}
+    features = config.latents == "features"
+    optimizers = {"prior": torch.optim.Adam(prior.parameters(), lr=config.learning_rate)}
+    if not features:
+        optimizers["vqvae"] = torch.optim.Adam(vqvae.parameters(), lr=config.learning_rate)
     steps = max(1, math.ceil(n_fit * SAMPLES_PER_IMAGE / config.batch_size))
     turns = turns_of(config)
     grids: dict[str, np.ndarray] = {}
     losses: dict[str, list[float]] = {"vqvae": [], "prior": []}
+    if features:  # the codebook: k-means on the features of every image under every turn; nothing else is trained but the prior
+        with progress("codebook (k-means on patch features)", 1) as advance:
+            grids["codes"] = torch.from_numpy(fit_codebook(vqvae, grid_inputs(fit_images, config, np.random.default_rng(config.seed)), config.seed))
+            advance(1)
+        vq_epochs, modules = 0, {"prior": prior}  # the codebook is refitted identically after --resume
+    else:
+        vq_epochs, modules = config.epochs, {"vqvae": vqvae, "prior": prior}
 
     def vq_step(rng: np.random.Generator):
         vqvae.train()
@@ -233,20 +268,24 @@ def fit_vq_restore(
             yield losses["prior"][-1]
 
     def step(epoch: int, rng: np.random.Generator):
-        return vq_step(rng) if epoch < config.epochs else prior_step(rng)
+        return vq_step(rng) if epoch < vq_epochs else prior_step(rng)
 
     run_epochs(
-        step, steps, config.epochs + config.prior_epochs, seed=config.seed, method=METHOD, config=config.to_dict(),
-        modules={"vqvae": vqvae, "prior": prior}, optimizers=optimizers, checkpoint=checkpoint, resume=resume, progress=progress,
+        step, steps, vq_epochs + config.prior_epochs, seed=config.seed, method=METHOD, config=config.to_dict(),
+        modules=modules, optimizers=optimizers, checkpoint=checkpoint, resume=resume, progress=progress,
     )
     trained_at = time.perf_counter()
     vqvae.cpu().eval()
     prior.cpu().eval()
-    usage = codebook_usage(encode_all(vqvae, np.stack(fit_images) if config.level == "image" else grid_inputs(fit_images, config, np.random.default_rng(config.seed)), torch.device("cpu")), config.codebook_size)
+    if features:  # the codes of the images as they are (turn 0 comes first in grid_inputs)
+        usage = codebook_usage(grids["codes"][: len(fit_images)].numpy(), config.codebook_size)
+    else:
+        usage = codebook_usage(encode_all(vqvae, np.stack(fit_images) if config.level == "image" else grid_inputs(fit_images, config, np.random.default_rng(config.seed)), torch.device("cpu")), config.codebook_size)
     trained = TrainedVQRestore(
         config=config, vqvae=vqvae, prior=prior, parity=parity_inputs(holdout_images, config),
         fit_images=[str(p) for p in fit_paths], holdout_images=[str(p) for p in holdout_paths],
-        codebook={"size": config.codebook_size, "dim": config.latent_dim, **usage, "restarts": int(vqvae.quantizer.restarts)},
+        codebook={"size": config.codebook_size, "dim": vqvae.codebook.shape[1] if features else config.latent_dim, **usage,
+                  "restarts": 0 if features else int(vqvae.quantizer.restarts)},
         losses={name: float(np.mean(values[-steps:])) if values else float("nan") for name, values in losses.items()},
     )
     calibrate_detector(trained, holdout_images, progress)
@@ -266,8 +305,15 @@ def to_artifact_parts(trained: TrainedVQRestore) -> tuple[dict, dict[str, bytes]
     restoration = {
         "level": cfg.level, "grid": [h, w], "codebook_size": k, "eta": cfg.eta if cfg.eta is not None else 5e-4,
         "passes": cfg.passes, "mode": cfg.restoration, "resample": cfg.resample, "seed": cfg.seed,
-        "chunk": 64 if patch else 8, "bilateral": cfg.bilateral, "map": cfg.anomaly_map, **trained.restoration,
+        "chunk": 64 if patch else 8, "bilateral": cfg.bilateral, "map": cfg.anomaly_map, "latents": cfg.latents, **trained.restoration,
     }
+    graphs = {"prior": graph_spec("prior", {"codes": (("batch", h, w), "int64")}, {"log_probs": (("batch", h, w, k), "float32")}).to_dict()}
+    images_in = {"images": (("batch", size, size, 3), "uint8")}
+    if cfg.latents == "features":  # no decoder: a code decodes to its centre, and the encoder gives every centre's distance
+        graphs["encoder"] = graph_spec("encoder", images_in, {"codes": (("batch", h, w), "int64"), "distances": (("batch", h, w, k), "float32")}).to_dict()
+    else:
+        graphs["encoder"] = graph_spec("encoder", images_in, {"codes": (("batch", h, w), "int64")}).to_dict()
+        graphs["decoder"] = graph_spec("decoder", {"codes": (("batch", h, w), "int64")}, {"images": (("batch", 3, size, size), "float32")}).to_dict()
     images = trained.fit_images + trained.holdout_images
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -280,18 +326,15 @@ def to_artifact_parts(trained: TrainedVQRestore) -> tuple[dict, dict[str, bytes]
         },
         # patch level: 63 px patches at the stride, not resized, maps stitched with overlaps averaged
         "tiling": {"enabled": patch, "tile_px": size, "stride_px": cfg.patch_stride_px if patch else size},
-        "graphs": {
-            "encoder": graph_spec("encoder", {"images": (("batch", size, size, 3), "uint8")}, {"codes": (("batch", h, w), "int64")}).to_dict(),
-            "prior": graph_spec("prior", {"codes": (("batch", h, w), "int64")}, {"log_probs": (("batch", h, w, k), "float32")}).to_dict(),
-            "decoder": graph_spec("decoder", {"codes": (("batch", h, w), "int64")}, {"images": (("batch", 3, size, size), "float32")}).to_dict(),
-        },
+        "graphs": {name: graphs[name] for name in ("encoder", "prior", "decoder") if name in graphs},
         "head": {"name": "restoration", "graph": "encoder", "output": "codes"},
         "restoration": restoration,
         "codebook": trained.codebook,
         "runtime": {"max_batch": 64 if patch else 8},
         "postprocess": {
-            # likelihood maps: the code grid's -log p, upsampled and smoothed here; restoration maps: the head's bilateral filter
-            "blur_sigma_px": cfg.blur_sigma_px if cfg.anomaly_map == "likelihood" else 0.0,
+            # maps on the code grid (likelihood; restoration of features) are upsampled and smoothed here; pixel restoration
+            # maps by the head's bilateral filter
+            "blur_sigma_px": cfg.blur_sigma_px if cfg.anomaly_map == "likelihood" or cfg.latents == "features" else 0.0,
             "score_quantile": cfg.score_quantile,
             "image_score": "max of map" if cfg.score_quantile is None else f"quantile {cfg.score_quantile} of map",
             **trained.calibration,
@@ -309,12 +352,12 @@ def to_artifact_parts(trained: TrainedVQRestore) -> tuple[dict, dict[str, bytes]
     return manifest, {WEIGHTS_MEMBER: save(state)}
 
 
-def load_models(artifact: Artifact) -> tuple[VQVAE, PixelSnailPrior]:
+def load_models(artifact: Artifact) -> tuple[VQVAE | FeatureQuantizer, PixelSnailPrior]:
     """Rebuild the VQ-VAE and the prior from an artifact's own config and weights (no pickle)."""
     from safetensors.torch import load
 
     config = VQRestoreConfig.from_dict(artifact.manifest["config"])
-    vqvae, prior = build_models(config)
+    vqvae, prior = build_models(config, pretrained=False)
     state = load(artifact.member(artifact.manifest["weights"]["member"]))
     vqvae.load_state_dict({n[6:]: t for n, t in state.items() if n.startswith("vqvae.")})
     prior.load_state_dict({n[6:]: t for n, t in state.items() if n.startswith("prior.")})

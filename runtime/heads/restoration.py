@@ -11,6 +11,12 @@ likely is not decoded at all — its map is exactly zero.
 the prior's negative log-likelihood of each code, -log p(z_mn | z_<mn), on the code grid (one prior
 pass, no decoding, no eta); the Predictor upsamples it and smooths it (`postprocess.blur_sigma_px`).
 Models without the key restore, as they were trained to.
+
+`restoration.latents` "features" (kit/vq_features.py): the codes quantise CNN patch features, and the
+encoder also gives each feature's distance to every codeword (`distances`, (N, h, w, K)). There is no
+decoder: a code decodes to its codeword, so the restoration map is, on the code grid, each feature's
+distance to the codeword of its restored code (its own code's where nothing was replaced), upsampled and
+smoothed by the Predictor like the likelihood map. Models without the key quantise pixels.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from edgead.runtime.restoration import RESAMPLE, Restored, code_log_likelihood, 
 
 MODES = ("exact", "parallel")
 MAPS = ("restoration", "likelihood")
-GRAPHS = ("encoder", "prior", "decoder")
+LATENTS = ("pixels", "features")
+GRAPHS = {"pixels": ("encoder", "prior", "decoder"), "features": ("encoder", "prior")}
 SECTION_KEYS = {
     "restoration": dict,
     "restoration.grid": list,
@@ -68,12 +75,16 @@ class RestorationHead(Head):
     def __init__(self, artifact: Artifact, section: dict[str, Any], device: str, backends: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> None:
         super().__init__(artifact, section, device, backends, options)
         manifest = artifact.manifest
-        present = set(manifest.get("graphs", {}))
-        missing = [g for g in GRAPHS if g not in present]
-        if missing:
-            raise ArtifactError(f"{artifact.path} has no {' or '.join(repr(g) for g in missing)} graph; the restoration head needs encoder, prior and decoder: re-train the model")
         require_keys(manifest, SECTION_KEYS, str(artifact.path))
         info = manifest["restoration"]
+        self.latents = info.get("latents", "pixels")  # models before feature latents quantise pixels
+        if self.latents not in LATENTS:
+            raise ArtifactError(f"{artifact.path}: manifest key 'restoration.latents' is {self.latents!r}, not one of {LATENTS}")
+        present = set(manifest.get("graphs", {}))
+        missing = [g for g in GRAPHS[self.latents] if g not in present]
+        if missing:
+            raise ArtifactError(f"{artifact.path} has no {' or '.join(repr(g) for g in missing)} graph; the restoration head needs "
+                                f"{', '.join(GRAPHS[self.latents])}: re-train the model")
         self.grid = tuple(int(x) for x in info["grid"])
         self.codebook_size = int(info["codebook_size"])
         options = self.options
@@ -99,7 +110,7 @@ class RestorationHead(Head):
                               "(no restoration): leave them out, or train with --anomaly-map restoration")
         self.output = section.get("output", "codes")
         self.prior = self.backends["prior"]
-        self.decoder = self.backends["decoder"]
+        self.decoder = self.backends.get("decoder")  # feature latents have none
         self.last: Restored | None = None  # the last batch's restoration, for reports and tests
 
     def prior_log_probs(self, codes: np.ndarray) -> np.ndarray:
@@ -126,6 +137,9 @@ class RestorationHead(Head):
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """(n, h, w) codes -> (n, 3, H, W) decodings, in chunks."""
+        if self.decoder is None:
+            raise ConfigError(f"{self.artifact.path} quantises CNN features (--latents features): its codes decode to feature vectors, not "
+                              "images, and it has no decoder graph; score it with its own map, or train with --latents pixels for decodings")
         return np.concatenate([np.asarray(self.decoder.infer(codes[s : s + self.chunk])) for s in range(0, len(codes), self.chunk)])
 
     def negative_log_likelihood(self, codes: np.ndarray) -> np.ndarray:
@@ -140,6 +154,8 @@ class RestorationHead(Head):
             return self.negative_log_likelihood(codes)
         restored = self.restore(codes)
         self.last = restored
+        if self.latents == "features":
+            return self.feature_distances(outputs, restored.codes)
         changed = np.flatnonzero(restored.changed.reshape(len(codes), -1).any(axis=1))
         height, width = self.artifact.manifest["input"]["size_px"]
         maps = np.zeros((len(codes), height, width), dtype=np.float32)
@@ -150,6 +166,15 @@ class RestorationHead(Head):
             for i, index in enumerate(changed):
                 maps[index] = self.smooth(difference[i])
         return maps
+
+    def feature_distances(self, outputs: Mapping[str, np.ndarray], codes: np.ndarray) -> np.ndarray:
+        """Each feature's distance to the codeword of its (restored) code: (N, h, w) float32 from `distances` (N, h, w, K)."""
+        if "distances" not in outputs:
+            raise ArtifactError(f"{self.artifact.path}: the encoder of feature latents gave no 'distances' output; re-export or re-train the model")
+        distances = np.asarray(outputs["distances"], dtype=np.float32)
+        if distances.shape != (*codes.shape, self.codebook_size):
+            raise ArtifactError(f"{self.artifact.path}: the encoder's distances are {distances.shape}, expected {(*codes.shape, self.codebook_size)}")
+        return np.take_along_axis(distances, codes[..., None], axis=-1)[..., 0]
 
     def smooth(self, difference: np.ndarray) -> np.ndarray:
         """(H, W) squared difference -> bilateral-filtered (the paper's (d, colour sigma, space sigma)); d = 0 turns it off."""
@@ -162,4 +187,5 @@ class RestorationHead(Head):
         if self.map == "likelihood":
             return f"code likelihood (-log p of each code under the prior, {self.grid[0]}x{self.grid[1]} codes of {self.codebook_size}, no restoration)"
         how = "exact, raster order" if self.mode == "exact" else f"parallel, at most {self.passes} prior pass{'es' if self.passes > 1 else ''}"
-        return f"restoration ({how}, eta {self.eta:g}, {self.grid[0]}x{self.grid[1]} codes of {self.codebook_size})"
+        what = ", feature distance to the restored codeword" if self.latents == "features" else ""
+        return f"restoration ({how}, eta {self.eta:g}, {self.grid[0]}x{self.grid[1]} codes of {self.codebook_size}{what})"

@@ -66,10 +66,10 @@ def test_the_prior_refuses_a_grid_it_was_not_trained_for():
 
 @pytest.fixture(scope="module")
 def tiny_vq(tiny_data_root, tmp_path_factory):
-    """A vq-restore model with the paper's restoration map trained by the CLI on the tiny category (eta calibrated), with ONNX and TorchScript engines."""
+    """A pixel vq-restore model with the paper's restoration map trained by the CLI on the tiny category (eta calibrated), with ONNX and TorchScript engines."""
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("vq") / "vq.edgead"
-    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--out", str(out), "-q", "--anomaly-map", "restoration"]
+    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--latents", "pixels", "--out", str(out), "-q", "--anomaly-map", "restoration"]
     args += ["--image-size", "32", "--codebook-size", "16", "--epochs", "2", "--prior-epochs", "2", "--holdout", "0.25", "--batch-size", "4"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -254,15 +254,17 @@ def test_eta_defects_option_is_checked():
 
 
 def test_prior_epochs_default_by_level_and_stored_resolved():
-    assert VQRestoreConfig().prior_epochs == 100 and VQRestoreConfig(level="patch").prior_epochs == 200
+    assert VQRestoreConfig(latents="pixels").prior_epochs == 100 and VQRestoreConfig(level="patch").prior_epochs == 200
+    assert VQRestoreConfig().prior_epochs == 30  # feature latents
     assert VQRestoreConfig(level="patch", prior_epochs=3).prior_epochs == 3
     assert VQRestoreConfig.from_dict(VQRestoreConfig(level="patch").to_dict()).to_dict()["prior_epochs"] == 200
 
 
 def test_map_defaults_to_likelihood_and_models_without_the_key_restore():
-    assert VQRestoreConfig().anomaly_map == "likelihood" and VQRestoreConfig().blur_sigma_px == 8.0
+    pixels = VQRestoreConfig(latents="pixels")
+    assert pixels.anomaly_map == "likelihood" and pixels.blur_sigma_px == 8.0
     assert VQRestoreConfig(level="patch").anomaly_map == "restoration" and VQRestoreConfig(level="patch", anomaly_map="likelihood").anomaly_map == "likelihood"
-    old = VQRestoreConfig().to_dict()
+    old = pixels.to_dict()
     del old["anomaly_map"], old["blur_sigma_px"]
     assert VQRestoreConfig.from_dict(old).anomaly_map == "restoration" and VQRestoreConfig.from_dict(old).blur_sigma_px == 0.0
     with pytest.raises(ConfigError, match="--anomaly-map 'ssim'"):
@@ -271,10 +273,10 @@ def test_map_defaults_to_likelihood_and_models_without_the_key_restore():
 
 @pytest.fixture(scope="module")
 def tiny_likelihood(tiny_data_root, tmp_path_factory):
-    """A vq-restore model with the default likelihood map, trained by the CLI on the tiny category."""
+    """A pixel vq-restore model with its default likelihood map, trained by the CLI on the tiny category."""
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("vq-likelihood") / "vq.edgead"
-    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--out", str(out), "-q"]
+    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--latents", "pixels", "--out", str(out), "-q"]
     args += ["--image-size", "32", "--codebook-size", "16", "--epochs", "2", "--prior-epochs", "2", "--holdout", "0.25", "--batch-size", "4"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -340,3 +342,99 @@ def test_blur_sigma_and_anomaly_map_options_reach_the_config():
     assert config.blur_sigma_px == 4.0 and config.anomaly_map == "restoration"
     with pytest.raises(ConfigError, match="--blur-sigma -1"):
         VQRestoreConfig(blur_sigma_px=-1)
+
+
+def test_latents_default_by_level_stored_resolved_and_models_without_the_key_quantise_pixels():
+    config = VQRestoreConfig()
+    assert config.latents == "features" and config.anomaly_map == "restoration" and config.backbone == "efficientnet_lite0"
+    assert (config.input_px, config.downsample, config.grid, config.codebook_size, config.blur_sigma_px) == (256, 16, (16, 16), 64, 4.0)
+    pixels = VQRestoreConfig(latents="pixels")
+    assert (pixels.input_px, pixels.downsample, pixels.grid, pixels.codebook_size) == (128, 8, (16, 16), 512)
+    assert VQRestoreConfig(level="patch").latents == "pixels"
+    old = pixels.to_dict()
+    del old["latents"], old["backbone"]
+    assert VQRestoreConfig.from_dict(old).latents == "pixels"
+    assert VQRestoreConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="--latents features applies to --level image"):
+        VQRestoreConfig(level="patch", latents="features")
+    with pytest.raises(ConfigError, match="feature latents take 8 or 16 px per code"):
+        VQRestoreConfig(downsample=4)
+    with pytest.raises(ConfigError, match="--latents 'edges'"):
+        VQRestoreConfig(latents="edges")
+
+
+def test_kmeans_finds_separated_clusters():
+    from edgead.kit.vq_features import kmeans
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=np.float32)
+    points = np.concatenate([c + rng.normal(0, 0.1, (50, 2)) for c in centres]).astype(np.float32)
+    found = kmeans(points, 3, seed=0)
+    assert np.abs(np.sort(found, axis=0) - np.sort(centres, axis=0)).max() < 0.1
+    with pytest.raises(ConfigError, match="more than the 150 training features"):
+        kmeans(points, 151, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_features(tiny_data_root, tmp_path_factory):
+    """A vq-restore model of feature latents (the default), trained by the CLI on the tiny category at 64 px (a 4x4 grid)."""
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("vq-features") / "vq.edgead"
+    args = ["train", str(tiny_data_root), "--method", "vq-restore", "--out", str(out), "-q", "--image-size", "64",
+            "--codebook-size", "16", "--prior-epochs", "2", "--holdout", "0.25", "--batch-size", "4"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "k-means centres used" in result.output and "masked copies" in result.output  # eta calibrated
+    return out
+
+
+def test_feature_latents_export_encoder_and_prior_with_parity(tiny_features):
+    manifest = read_artifact(tiny_features).manifest
+    assert set(manifest["graphs"]) == {"encoder", "prior"}  # a code decodes to its centre: no decoder graph
+    assert [t["name"] for t in manifest["graphs"]["encoder"]["outputs"]] == ["codes", "distances"]
+    assert manifest["restoration"]["latents"] == "features" and manifest["restoration"]["grid"] == [4, 4]
+    assert manifest["postprocess"]["blur_sigma_px"] == 4.0 and manifest["codebook"]["dim"] == 40 + 112
+    for entry in manifest["engines"]:
+        graphs = entry["parity"]["graphs"]
+        assert graphs["encoder"]["codes_mismatch_fraction"] == 0.0 and graphs["encoder"]["max_rel_output_diff"] < 1e-4
+        assert graphs["prior"]["max_rel_output_diff"] < 1e-4
+
+
+def test_feature_restoration_map_is_the_distance_to_the_restored_codes_centre(tiny_features, tiny_data_root):
+    from edgead.kit.eager import eager_backends
+    from edgead.kit.vq_restore import DETECTOR, load_models
+    from edgead.runtime.postprocess import anomaly_maps
+    from edgead.runtime.preprocess import stack_batch
+    from edgead.runtime.restoration import restore_parallel
+
+    artifact = read_artifact(tiny_features)
+    images = _images(tiny_data_root)
+    options = {"eta": 0.2}  # a high eta: many codes are replaced
+    with Predictor(artifact, backend="onnxruntime", head_options=options) as engine:
+        got = np.stack([p.anomaly_map for p in engine.predict(images)])
+        got_changed = engine.scoring_head.last.changed
+    with Predictor(artifact, eager_backends(artifact, DETECTOR.load_graphs(artifact)), head_options=options) as eager:
+        want = np.stack([p.anomaly_map for p in eager.predict(images)])
+    assert got_changed.any()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # from the training modules directly: restore, then each feature's distance to its code's centre, to 64 px, Gaussian 4 px
+    quantizer, prior = load_models(artifact)
+    with torch.inference_mode():
+        features = quantizer.embed(torch.from_numpy(stack_batch(images, (64, 64))))
+        codes = torch.cdist(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]), quantizer.codebook).argmin(1).view(len(images), 4, 4).numpy()
+
+        def log_probs(c):
+            return torch.log_softmax(prior(torch.from_numpy(c)), dim=1).permute(0, 2, 3, 1).numpy()
+
+        restored = restore_parallel(codes, log_probs, 0.2, 1, 0, "argmax").codes
+        centres = quantizer.codebook[torch.from_numpy(restored)]  # (N, 4, 4, C)
+        distance = (features.permute(0, 2, 3, 1) - centres).norm(dim=-1).numpy()
+    np.testing.assert_array_equal(restored != codes, got_changed)
+    np.testing.assert_allclose(want, anomaly_maps(distance, (64, 64), 4.0), rtol=1e-4, atol=1e-4)
+
+
+def test_feature_latents_refuse_decoding_in_one_line(tiny_features):
+    with Predictor(read_artifact(tiny_features), backend="onnxruntime") as predictor:
+        assert predictor.scoring_head.decoder is None and "feature distance" in predictor.scoring_head.describe()
+        with pytest.raises(ConfigError, match="no decoder graph.*--latents pixels"):
+            predictor.scoring_head.decode(np.zeros((1, 4, 4), dtype=np.int64))
