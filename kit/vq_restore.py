@@ -116,11 +116,11 @@ def build_models(config: VQRestoreConfig, pretrained: bool = True) -> tuple[VQVA
     """The code model and the prior; `pretrained` False: the backbone of feature latents without its ImageNet weights (to load a model's)."""
     # the code model first, then the prior: pixel models draw their initial weights in the order they always did
     if config.latents == "features":
-        from edgead.kit.backbones import build_backbone
-        from edgead.kit.features import PatchFeatureModel
+        from edgead.config import PatchCoreConfig
+        from edgead.kit.patchcore import build_feature_model
 
-        # PatchCore's patch features (3x3 neighbourhood, zeros counted at the border: kit/patchcore.py's defaults)
-        features = PatchFeatureModel(build_backbone(config.backbone, pretrained=pretrained), patch_cells=3, pool_zero_pad=True)
+        # PatchCore's patch features, with its defaults (3x3 neighbourhood, zeros counted at the border)
+        features = build_feature_model(PatchCoreConfig(backbone=config.backbone, image_size_px=config.input_px), pretrained=pretrained)
         codes = FeatureQuantizer(features, config.codebook_size, config.downsample // 8).eval()
     else:
         encoder, decoder = build_autoencoder(config)
