@@ -19,6 +19,9 @@ import numpy as np
 
 from edgead.errors import ConfigError
 
+# new scores whose median is above this quantile of the good calibration scores drifted (run's monitor, enroll --recalibrate auto)
+DRIFT_QUANTILE = 0.9
+
 ADVICE = (
     "lighting, focus, compression or the material may have changed. If these frames are good, capture some and add them "
     "to the model (`edgead capture SOURCE --out new-good`, check them, then `edgead enroll new-good`); if the product "
@@ -47,7 +50,7 @@ class DriftEvent:
 class DriftMonitor:
     """Rolling median of frame scores against a high quantile of the good calibration scores."""
 
-    def __init__(self, reference: float, threshold: float, window_frames: int = 100, quantile: float = 0.9) -> None:
+    def __init__(self, reference: float, threshold: float, window_frames: int = 100, quantile: float = DRIFT_QUANTILE) -> None:
         if window_frames < 2:
             raise ConfigError(f"--drift-window must be at least 2 frames, got {window_frames}")
         self.reference, self.threshold, self.quantile = float(reference), float(threshold), quantile
@@ -58,7 +61,7 @@ class DriftMonitor:
         self._quiet_until = 0  # frames seen before which no new event is raised
 
     @classmethod
-    def for_predictor(cls, predictor, window_frames: int = 100, quantile: float = 0.9) -> DriftMonitor | None:
+    def for_predictor(cls, predictor, window_frames: int = 100, quantile: float = DRIFT_QUANTILE) -> DriftMonitor | None:
         """From the calibration behind the predictor's threshold; None for a model without calibration scores."""
         calibration = getattr(predictor, "calibration", None)
         if calibration is None:

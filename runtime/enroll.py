@@ -38,6 +38,7 @@ from edgead.progress import Progress, silent_progress
 from edgead.runtime.calibration import Calibration, ThresholdChoice
 from edgead.runtime.coreset import coreset_target, greedy_coreset
 from edgead.runtime.crossval import collect_outputs, image_scorer
+from edgead.runtime.drift import DRIFT_QUANTILE
 from edgead.runtime.heads.knn import KnnHead
 from edgead.runtime.images import read_image
 from edgead.runtime.predictor import Predictor
@@ -49,7 +50,6 @@ RECALIBRATE = ("auto", "all", "new")
 # scores from no more than half of them (their copies are not independent of them)
 MIN_NEW_IMAGES = 10
 MAX_NEW_FOLDS = 20  # `new`: leave-one-out cross-calibration up to this many images, then this many folds
-DRIFT_QUANTILE = 0.9  # as `run`'s drift monitor: new images whose median scores above this quantile of the calibration drifted
 
 
 @dataclass(frozen=True)
